@@ -1,0 +1,12 @@
+//! Failover protocols for directord.
+//!
+//! - [`vrrp`]: VRRP v3 (RFC 5798) and v2 (RFC 3768), wire-compatible with keepalived.
+//!
+//! Each protocol has a typed wire module, a sans-IO state machine and a thin socket
+//! driver that runs on its own thread and talks to the supervisor through a
+//! [`role::FailoverHandle`].
+
+pub mod role;
+pub mod vrrp;
+
+pub use role::{Command, FailoverHandle, Role, Status, Transition};

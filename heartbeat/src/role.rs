@@ -1,0 +1,131 @@
+//! What every failover protocol tells the supervisor, and what the supervisor tells it.
+//!
+//! Both protocols (VRRP, and later the UDP 694 heartbeat) are driven through the same
+//! [`FailoverHandle`], so the supervisor does not care which one runs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+/// The role the supervisor acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Holds the VIPs.
+    Active,
+    /// Must not hold the VIPs.
+    Standby,
+    /// Cannot take part (interface down, socket error): must not hold the VIPs.
+    Fault,
+}
+
+/// A role change, with why it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    pub role: Role,
+    /// Protocol state name, e.g. "master", "backup", "fault", "initialize".
+    pub state: String,
+    /// Human reason, e.g. "master-down timer expired (no advert from 10.0.0.1 for 364ms)".
+    pub reason: String,
+    #[serde(with = "unix_millis")]
+    pub at: SystemTime,
+}
+
+/// An operator's or the supervisor's order to the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Become active now and make the peer yield (advertise above the peer).
+    Takeover,
+    /// Hand over now and stay standby until `Takeover`.
+    Standby,
+    /// The protocol's interface lost its link (or came back).
+    LinkDown,
+    LinkUp,
+    /// Clean stop: step down (VRRP: priority-0 advert), emit a last transition to
+    /// `Standby`, then end the protocol thread.
+    Shutdown,
+}
+
+/// Operator override in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Override {
+    #[default]
+    None,
+    Takeover,
+    Standby,
+}
+
+/// The last peer (current master, for VRRP) this node heard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerSeen {
+    pub address: IpAddr,
+    pub priority: u8,
+    #[serde(with = "millis")]
+    pub advert_interval: Duration,
+    #[serde(with = "unix_millis")]
+    pub last_seen: SystemTime,
+}
+
+/// Packet counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub priority_zero_sent: u64,
+    pub priority_zero_received: u64,
+    pub became_active: u64,
+    /// Dropped packets by reason ("checksum", "ttl", "version", "vrid", "length",
+    /// "address-count", "interval-mismatch", "auth", "source", ...).
+    pub invalid: BTreeMap<String, u64>,
+}
+
+/// A snapshot of the protocol for `directorctl status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// "vrrp" or "heartbeat".
+    pub protocol: String,
+    pub role: Role,
+    /// Protocol state name ("initialize", "backup", "master", "fault").
+    pub state: String,
+    /// Configured priority.
+    pub priority: u8,
+    /// Priority currently advertised (differs under an override).
+    pub effective_priority: u8,
+    pub r#override: Override,
+    pub peer: Option<PeerSeen>,
+    pub counters: Counters,
+    pub last_transition: Option<Transition>,
+}
+
+/// The supervisor's side of a running failover protocol.
+///
+/// The protocol runs on its own thread with its own small runtime, so checker load
+/// never delays an advert.
+#[derive(Debug)]
+pub struct FailoverHandle {
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub transitions: mpsc::UnboundedReceiver<Transition>,
+    pub status: watch::Receiver<Status>,
+    pub thread: Option<std::thread::JoinHandle<()>>,
+}
+
+mod millis {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+mod unix_millis {
+    use serde::Serializer;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        s.serialize_u64(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+}

@@ -1,0 +1,1 @@
+//! vipmgr crate.
