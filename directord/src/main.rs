@@ -1,1 +1,121 @@
-fn main() {}
+//! `directord`: the supervisor daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use directord::config::{self, Config};
+use directord::control::server::ControlSocket;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// Exit status for an invalid config (EX_CONFIG).
+const EX_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(name = "directord", version, about = "High-availability load-balancer director")]
+struct Args {
+    /// Config file to run with.
+    #[arg(long, short = 'c', value_name = "PATH", default_value = config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Validate PATH and exit: 0 when valid, 78 when not (every problem listed).
+    #[arg(long, value_name = "PATH", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(path) = args.check_config {
+        return match Config::load(&path) {
+            Ok(c) => {
+                println!(
+                    "{}: valid ({} VIP(s), {} service(s))",
+                    path.display(),
+                    c.vips.len(),
+                    c.services.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprintln!("{problems}");
+                eprintln!("{}: {} problem(s)", path.display(), problems.0.len());
+                ExitCode::from(EX_CONFIG)
+            }
+        };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("{problems}");
+            error!(config = %args.config.display(), "invalid config, not starting");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("directord")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    info!(node = %config.node.name, config = %config.path.display(), "directord starting");
+    let cancel = CancellationToken::new();
+    let socket = ControlSocket::bind(&config.control.socket, &config.control.group)?;
+    let (handle, supervisor) =
+        directord::supervisor::start(config, cancel.clone()).context("cannot start")?;
+    let server = tokio::spawn(socket.serve(handle.clone(), cancel.clone()));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut supervisor = supervisor;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: stepping down"); break; }
+            _ = int.recv() => { info!("SIGINT: stepping down"); break; }
+            _ = hup.recv() => {
+                let r = handle.request(directord::control::Request::Reload).await;
+                match (r.ok, r.message, r.error) {
+                    (true, Some(m), _) => info!("SIGHUP: {m}"),
+                    (_, _, Some(e)) => warn!("SIGHUP: {e}"),
+                    _ => {}
+                }
+            }
+            r = &mut supervisor => {
+                cancel.cancel();
+                let _ = server.await;
+                r.context("supervisor task failed")?;
+                anyhow::bail!("the supervisor stopped on its own (failover protocol gone)");
+            }
+        }
+    }
+    cancel.cancel();
+    supervisor.await.context("supervisor task failed")?;
+    let _ = server.await;
+    info!("directord stopped");
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! `/etc/directord.toml`: loading and validation.
+//!
+//! The file is parsed once into spanned TOML, each section is deserialized on its own
+//! (so a mistake in one `[[service]]` does not hide a mistake in another), then the
+//! values are checked for meaning. Every problem is collected with its
+//! `file:line:column` before anything is reported; the runtime only ever sees the
+//! validated [`Config`].
+
+mod diagnostic;
+pub mod duration;
+mod raw;
+mod validate;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use diagnostic::{Problem, Problems};
+
+/// Default control socket path.
+pub const DEFAULT_SOCKET: &str = "/run/directord/directord.sock";
+/// Default path of the config file.
+pub const DEFAULT_CONFIG: &str = "/etc/directord.toml";
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub path: PathBuf,
+    pub node: Node,
+    pub failover: Failover,
+    pub announce: Announce,
+    pub control: Control,
+    pub vips: Vec<Vip>,
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failover {
+    pub interface: String,
+    pub priority: u8,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "protocol", rename_all = "lowercase")]
+pub enum Protocol {
+    Vrrp(Vrrp),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum VrrpVersion {
+    V2,
+    V3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Vrrp {
+    pub version: VrrpVersion,
+    pub router_id: u8,
+    pub advert_interval: Duration,
+    pub unicast_peers: Vec<IpAddr>,
+    pub source_address: Option<IpAddr>,
+    /// Address family of the adverts: that of the peers, else of the first VIP.
+    pub family: Family,
+}
+
+/// Gratuitous ARP / unsolicited NA when this node becomes active.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Announce {
+    pub count: u32,
+    pub spacing: Duration,
+    pub refresh: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Control {
+    pub socket: PathBuf,
+    /// Group allowed on the socket besides root (if it exists on the system).
+    pub group: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Vip {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+    pub interface: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub target: ServiceTarget,
+    pub protocol: L4Protocol,
+    pub scheduler: String,
+    pub forward: Forward,
+    pub persistence: Option<Duration>,
+    pub on_failure: OnFailure,
+    pub sorry_server: Option<SocketAddr>,
+    pub check: Option<Check>,
+    pub reals: Vec<RealServer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceTarget {
+    Address(SocketAddr),
+    Fwmark(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L4Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forward {
+    Nat,
+    Dr,
+    Tun,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    Quiesce,
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RealServer {
+    /// Address; the port may be 0 for fwmark services (keep the client's port).
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub connect_ip: Option<IpAddr>,
+    pub connect_port: Option<u16>,
+    pub kind: CheckKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum CheckKind {
+    Tcp {
+        send: Option<String>,
+        expect: Option<String>,
+    },
+    Http {
+        tls: bool,
+        method: String,
+        path: String,
+        host: Option<String>,
+        expect_status: Vec<(u16, u16)>,
+        expect_body: Option<String>,
+    },
+    Ping,
+    Dns {
+        query_name: String,
+        query_type: String,
+    },
+    Smtp,
+    External {
+        command: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, Problems> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Problems(vec![Problem {
+                file: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                message: format!("cannot read the file: {e}"),
+            }])
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates a text as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Problems> {
+        validate::validate(path, text)
+    }
+
+    /// The VIPs that VRRP lists in its adverts (those of the advert family).
+    pub fn advertised_addresses(&self) -> Vec<IpAddr> {
+        let Protocol::Vrrp(vrrp) = &self.failover.protocol;
+        self.vips
+            .iter()
+            .map(|v| v.address)
+            .filter(|a| family_of(a) == vrrp.family)
+            .collect()
+    }
+}
+
+pub fn family_of(a: &IpAddr) -> Family {
+    match a {
+        IpAddr::V4(_) => Family::V4,
+        IpAddr::V6(_) => Family::V6,
+    }
+}

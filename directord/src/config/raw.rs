@@ -1,0 +1,151 @@
+//! The file as written: serde structs mirroring the TOML sections.
+//!
+//! Every struct denies unknown keys. Values that need checking beyond their type are
+//! `Spanned` so that validation can name the line and column of the offending value.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failover {
+    pub protocol: S<String>,
+    pub interface: S<String>,
+    pub priority: S<i64>,
+    #[serde(default)]
+    pub preempt: Option<bool>,
+    #[serde(default)]
+    pub preempt_delay: Option<S<String>>,
+    #[serde(default)]
+    pub vrrp: Option<S<Vrrp>>,
+    #[serde(default)]
+    pub heartbeat: Option<S<toml::Table>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vrrp {
+    #[serde(default)]
+    pub version: Option<S<i64>>,
+    pub router_id: S<i64>,
+    #[serde(default)]
+    pub advert_interval: Option<S<String>>,
+    #[serde(default)]
+    pub unicast_peers: Vec<S<String>>,
+    #[serde(default)]
+    pub source_address: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Announce {
+    #[serde(default)]
+    pub count: Option<S<i64>>,
+    #[serde(default)]
+    pub spacing: Option<S<String>>,
+    #[serde(default)]
+    pub refresh: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    #[serde(default)]
+    pub socket: Option<S<String>>,
+    #[serde(default)]
+    pub group: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vip {
+    pub address: S<String>,
+    #[serde(default)]
+    pub interface: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: S<String>,
+    #[serde(default)]
+    pub address: Option<S<String>>,
+    #[serde(default)]
+    pub fwmark: Option<S<i64>>,
+    #[serde(default)]
+    pub protocol: Option<S<String>>,
+    #[serde(default)]
+    pub scheduler: Option<S<String>>,
+    #[serde(default)]
+    pub forward: Option<S<String>>,
+    #[serde(default)]
+    pub persistence: Option<S<String>>,
+    #[serde(default)]
+    pub on_failure: Option<S<String>>,
+    #[serde(default)]
+    pub sorry_server: Option<S<String>>,
+    #[serde(default)]
+    pub check: Option<S<Check>>,
+    #[serde(default)]
+    pub real: Vec<S<RealServer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealServer {
+    pub address: S<String>,
+    #[serde(default)]
+    pub weight: Option<S<i64>>,
+}
+
+/// A health check. Common timing fields plus the protocol's own, tagged by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    #[serde(rename = "type")]
+    pub kind: S<String>,
+    #[serde(default)]
+    pub interval: Option<S<String>>,
+    #[serde(default)]
+    pub timeout: Option<S<String>>,
+    #[serde(default)]
+    pub rise: Option<S<i64>>,
+    #[serde(default)]
+    pub fall: Option<S<i64>>,
+    #[serde(default)]
+    pub connect_ip: Option<S<String>>,
+    #[serde(default)]
+    pub connect_port: Option<S<i64>>,
+    // http / https
+    #[serde(default)]
+    pub method: Option<S<String>>,
+    #[serde(default)]
+    pub path: Option<S<String>>,
+    #[serde(default)]
+    pub host: Option<S<String>>,
+    #[serde(default)]
+    pub expect_status: Option<S<toml::Value>>,
+    #[serde(default)]
+    pub expect_body: Option<S<String>>,
+    // tcp send/expect
+    #[serde(default)]
+    pub send: Option<S<String>>,
+    #[serde(default)]
+    pub expect: Option<S<String>>,
+    // dns
+    #[serde(default)]
+    pub query_name: Option<S<String>>,
+    #[serde(default)]
+    pub query_type: Option<S<String>>,
+    // external command
+    #[serde(default)]
+    pub command: Option<S<String>>,
+}

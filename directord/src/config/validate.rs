@@ -1,0 +1,852 @@
+//! Raw sections → validated [`Config`], collecting every problem with its place.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::diagnostic::{Collector, Problems};
+use super::raw::{self, S};
+use super::*;
+
+const SECTIONS: &str = "node, failover, announce, control, vip, service";
+const SCHEDULERS: &[&str] = &[
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh",
+    "twos",
+];
+
+pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Problems> {
+    let mut c = Collector::new(path, text);
+    let (root, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        for e in errors {
+            c.at(e.span(), format!("TOML syntax: {}", e.message().trim()));
+        }
+        return Err(c.into_problems());
+    }
+    let root_span = root.span();
+    let root = root.into_inner();
+
+    let mut node: Option<raw::Node> = None;
+    let mut failover: Option<raw::Failover> = None;
+    let mut announce: Option<raw::Announce> = None;
+    let mut control: Option<raw::Control> = None;
+    let mut vips: Vec<S<raw::Vip>> = Vec::new();
+    let mut services: Vec<S<raw::Service>> = Vec::new();
+    let mut seen_vip_section = false;
+    let mut present = HashSet::new();
+
+    for (key, value) in root {
+        let key_span = key.span();
+        present.insert(key.get_ref().to_string());
+        match key.get_ref().as_ref() {
+            "node" => node = section(&mut c, value),
+            "failover" => failover = section(&mut c, value),
+            "announce" => announce = section(&mut c, value),
+            "control" => control = section(&mut c, value),
+            "vip" => {
+                seen_vip_section = true;
+                vips = array_of_tables(&mut c, "vip", key_span, value);
+            }
+            "service" => services = array_of_tables(&mut c, "service", key_span, value),
+            other => c.at(
+                Some(key_span),
+                format!("unknown section `{other}`, expected one of: {SECTIONS}"),
+            ),
+        }
+    }
+
+    let start = Some(root_span.start..root_span.start);
+    let node = node.map(|n| validate_node(&mut c, n));
+    if !present.contains("node") {
+        c.at(start.clone(), "missing section [node]");
+    }
+    if !present.contains("failover") {
+        c.at(start.clone(), "missing section [failover]");
+    }
+    let failover = failover.and_then(|f| validate_failover(&mut c, f));
+    let announce = validate_announce(&mut c, announce);
+    let control = validate_control(&mut c, control);
+    let default_if = failover.as_ref().map(|(f, _)| f.interface.clone());
+    let vips_ok = validate_vips(&mut c, &vips, default_if.as_deref());
+    if !seen_vip_section {
+        c.at(start, "no [[vip]] given: a director needs at least one virtual address");
+    }
+    let services_ok = validate_services(&mut c, services);
+
+    let family_check = failover.as_ref().map(|(f, peers_span)| {
+        let Protocol::Vrrp(v) = &f.protocol;
+        (v.clone(), peers_span.clone())
+    });
+    let mut failover = failover.map(|(f, _)| f);
+    if let (Some(f), Some((vrrp, span))) = (failover.as_mut(), family_check) {
+        settle_family(&mut c, f, &vrrp, span, &vips_ok);
+    }
+
+    c.finish()?;
+    // `finish` succeeded: every part validated.
+    match (node, failover) {
+        (Some(node), Some(failover)) => Ok(Config {
+            path: path.to_path_buf(),
+            node,
+            failover,
+            announce,
+            control,
+            vips: vips_ok,
+            services: services_ok,
+        }),
+        _ => {
+            let mut c = Collector::new(path, text);
+            c.at(None, "incomplete configuration");
+            c.finish().map(|_| unreachable_config())
+        }
+    }
+}
+
+fn unreachable_config() -> Config {
+    // Only reached if finish() on a collector with a problem returned Ok, which it
+    // never does; kept total to avoid a panic path.
+    Config {
+        path: PathBuf::new(),
+        node: Node { name: String::new() },
+        failover: Failover {
+            interface: String::new(),
+            priority: 1,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            protocol: Protocol::Vrrp(Vrrp {
+                version: VrrpVersion::V3,
+                router_id: 1,
+                advert_interval: Duration::from_secs(1),
+                unicast_peers: Vec::new(),
+                source_address: None,
+                family: Family::V4,
+            }),
+        },
+        announce: Announce {
+            count: 0,
+            spacing: Duration::ZERO,
+            refresh: None,
+        },
+        control: Control {
+            socket: PathBuf::new(),
+            group: String::new(),
+        },
+        vips: Vec::new(),
+        services: Vec::new(),
+    }
+}
+
+/// Deserializes one section on its own, recording its error.
+fn section<T: DeserializeOwned>(c: &mut Collector<'_>, value: Spanned<DeValue<'_>>) -> Option<T> {
+    let span = value.span();
+    match T::deserialize(ValueDeserializer::from(value)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            c.at(e.span().or(Some(span)), tidy(e.message()));
+            None
+        }
+    }
+}
+
+fn array_of_tables<T: DeserializeOwned>(
+    c: &mut Collector<'_>,
+    name: &str,
+    key_span: Range<usize>,
+    value: Spanned<DeValue<'_>>,
+) -> Vec<S<T>> {
+    let span = value.span();
+    match value.into_inner() {
+        DeValue::Array(items) => items
+            .into_iter()
+            .filter_map(|item| {
+                let item_span = item.span();
+                section::<T>(c, item).map(|v| Spanned::new(item_span, v))
+            })
+            .collect(),
+        _ => {
+            c.at(
+                Some(key_span.start..span.end),
+                format!("`{name}` must be an array of tables: write [[{name}]]"),
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// serde's messages name Rust types; keep the words an operator understands.
+fn tidy(message: &str) -> String {
+    message
+        .trim()
+        .replace("invalid type: integer", "wrong type: an integer")
+        .replace("invalid type: string", "wrong type: a string")
+        .replace("invalid type: boolean", "wrong type: a boolean")
+        .replace("i64", "an integer")
+        .replace("a string", "a string")
+        .replace("struct ", "table ")
+}
+
+fn sp<T>(s: &S<T>) -> Option<Range<usize>> {
+    Some(s.span())
+}
+
+fn validate_node(c: &mut Collector<'_>, n: raw::Node) -> Node {
+    let name = n.name.get_ref().trim().to_string();
+    if name.is_empty() {
+        c.at(sp(&n.name), "node name must not be empty");
+    }
+    Node { name }
+}
+
+fn duration(c: &mut Collector<'_>, s: &S<String>) -> Option<Duration> {
+    match duration::parse(s.get_ref()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            c.at(sp(s), e);
+            None
+        }
+    }
+}
+
+fn int_in(c: &mut Collector<'_>, s: &S<i64>, what: &str, lo: i64, hi: i64) -> Option<i64> {
+    let v = *s.get_ref();
+    if (lo..=hi).contains(&v) {
+        Some(v)
+    } else {
+        c.at(sp(s), format!("{what} must be between {lo} and {hi}, got {v}"));
+        None
+    }
+}
+
+fn interface_name(c: &mut Collector<'_>, s: &S<String>) -> String {
+    let name = s.get_ref().clone();
+    let ok = !name.is_empty()
+        && name.len() < 16
+        && !name.contains(['/', ' ', '\t', ':'])
+        && name != "."
+        && name != "..";
+    if !ok {
+        c.at(
+            sp(s),
+            format!("`{name}` is not a valid interface name (1-15 characters, no '/', ':' or spaces)"),
+        );
+    }
+    name
+}
+
+fn ip(c: &mut Collector<'_>, s: &S<String>, what: &str) -> Option<IpAddr> {
+    match s.get_ref().parse::<IpAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            c.at(sp(s), format!("{what} `{}` is not an IP address", s.get_ref()));
+            None
+        }
+    }
+}
+
+fn socket_addr(c: &mut Collector<'_>, s: &S<String>, what: &str) -> Option<SocketAddr> {
+    match s.get_ref().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            c.at(
+                sp(s),
+                format!(
+                    "{what} `{}` is not an address with a port (e.g. \"10.0.1.11:80\" or \"[2001:db8::11]:80\")",
+                    s.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Returns the failover section and the span to blame for a family problem.
+fn validate_failover(
+    c: &mut Collector<'_>,
+    f: raw::Failover,
+) -> Option<(Failover, Option<Range<usize>>)> {
+    let interface = interface_name(c, &f.interface);
+    let priority = int_in(c, &f.priority, "priority", 1, 255);
+    let preempt_delay = match &f.preempt_delay {
+        Some(s) => duration(c, s),
+        None => Some(Duration::ZERO),
+    };
+    let protocol = match f.protocol.get_ref().as_str() {
+        "vrrp" => {
+            if let Some(hb) = &f.heartbeat {
+                c.at(
+                    sp(hb),
+                    "[failover.heartbeat] is given but protocol is \"vrrp\"",
+                );
+            }
+            match &f.vrrp {
+                Some(v) => validate_vrrp(c, v),
+                None => {
+                    c.at(
+                        sp(&f.protocol),
+                        "protocol \"vrrp\" needs a [failover.vrrp] section (router_id at least)",
+                    );
+                    None
+                }
+            }
+        }
+        "heartbeat" => {
+            c.at(
+                sp(&f.protocol),
+                "protocol \"heartbeat\" (UDP 694) is not available in this version of directord; use \"vrrp\"",
+            );
+            None
+        }
+        other => {
+            c.at(
+                sp(&f.protocol),
+                format!("unknown failover protocol \"{other}\", expected \"vrrp\" or \"heartbeat\""),
+            );
+            None
+        }
+    };
+    let peers_span = f
+        .vrrp
+        .as_ref()
+        .map(|v| v.get_ref().unicast_peers.first().map_or(v.span(), |p| p.span()));
+    Some((
+        Failover {
+            interface,
+            priority: u8::try_from(priority?).ok()?,
+            preempt: f.preempt.unwrap_or(true),
+            preempt_delay: preempt_delay?,
+            protocol: Protocol::Vrrp(protocol?),
+        },
+        peers_span,
+    ))
+}
+
+fn validate_vrrp(c: &mut Collector<'_>, v: &S<raw::Vrrp>) -> Option<Vrrp> {
+    let v = v.get_ref();
+    let version = match &v.version {
+        None => Some(VrrpVersion::V3),
+        Some(s) => match *s.get_ref() {
+            3 => Some(VrrpVersion::V3),
+            2 => Some(VrrpVersion::V2),
+            other => {
+                c.at(sp(s), format!("VRRP version must be 2 or 3, got {other}"));
+                None
+            }
+        },
+    };
+    let router_id = int_in(c, &v.router_id, "router_id", 1, 255);
+    let advert_interval = match &v.advert_interval {
+        None => Some(Duration::from_secs(1)),
+        Some(s) => duration(c, s).and_then(|d| check_interval(c, s, d, version)),
+    };
+    let mut peers = Vec::new();
+    let mut seen = HashSet::new();
+    for p in &v.unicast_peers {
+        if let Some(a) = ip(c, p, "unicast peer") {
+            if !seen.insert(a) {
+                c.at(sp(p), format!("unicast peer {a} is listed twice"));
+            }
+            peers.push((a, p.span()));
+        }
+    }
+    let family = peers.first().map(|(a, _)| family_of(a)).unwrap_or(Family::V4);
+    for (a, span) in &peers {
+        if family_of(a) != family {
+            c.at(
+                Some(span.clone()),
+                format!("unicast peer {a} is not of the same address family as the first peer"),
+            );
+        }
+    }
+    let source_address = v.source_address.as_ref().and_then(|s| {
+        let a = ip(c, s, "source_address")?;
+        if !peers.is_empty() && family_of(&a) != family {
+            c.at(sp(s), "source_address is not of the peers' address family");
+        }
+        Some(a)
+    });
+    if version == Some(VrrpVersion::V2) && family == Family::V6 && !peers.is_empty() {
+        c.at(
+            peers.first().map(|(_, s)| s.clone()),
+            "VRRP version 2 is IPv4 only (RFC 3768); use version = 3 for IPv6",
+        );
+    }
+    Some(Vrrp {
+        version: version?,
+        router_id: u8::try_from(router_id?).ok()?,
+        advert_interval: advert_interval?,
+        unicast_peers: peers.into_iter().map(|(a, _)| a).collect(),
+        source_address,
+        family,
+    })
+}
+
+fn check_interval(
+    c: &mut Collector<'_>,
+    s: &S<String>,
+    d: Duration,
+    version: Option<VrrpVersion>,
+) -> Option<Duration> {
+    let ms = d.as_millis();
+    match version? {
+        VrrpVersion::V3 => {
+            if !(10..=40_950).contains(&ms) || ms % 10 != 0 {
+                c.at(
+                    sp(s),
+                    "VRRPv3 advert_interval must be a multiple of 10ms between 10ms and 40950ms (centiseconds on the wire)",
+                );
+                return None;
+            }
+        }
+        VrrpVersion::V2 => {
+            if ms % 1000 != 0 || !(1..=255).contains(&(ms / 1000)) {
+                c.at(
+                    sp(s),
+                    "VRRPv2 advert_interval must be whole seconds between 1s and 255s (use version = 3 for sub-second adverts)",
+                );
+                return None;
+            }
+        }
+    }
+    Some(d)
+}
+
+/// Picks the advert family (peers first, else the first VIP) and checks it fits.
+fn settle_family(
+    c: &mut Collector<'_>,
+    f: &mut Failover,
+    vrrp: &Vrrp,
+    span: Option<Range<usize>>,
+    vips: &[Vip],
+) {
+    let Protocol::Vrrp(v) = &mut f.protocol;
+    if vrrp.unicast_peers.is_empty() {
+        if let Some(first) = vips.first() {
+            v.family = family_of(&first.address);
+        }
+    }
+    if v.version == VrrpVersion::V2 && v.family == Family::V6 {
+        c.at(
+            span.clone(),
+            "VRRP version 2 is IPv4 only (RFC 3768), but the adverts would be IPv6; use version = 3",
+        );
+    }
+    if !vips.is_empty() && !vips.iter().any(|x| family_of(&x.address) == v.family) {
+        c.at(
+            span,
+            "no [[vip]] has the address family of the VRRP peers; VRRP adverts must list at least one VIP",
+        );
+    }
+}
+
+fn validate_announce(c: &mut Collector<'_>, a: Option<raw::Announce>) -> Announce {
+    let mut out = Announce {
+        count: 5,
+        spacing: Duration::from_millis(10),
+        refresh: None,
+    };
+    let Some(a) = a else { return out };
+    if let Some(n) = &a.count {
+        if let Some(n) = int_in(c, n, "announce count", 0, 100) {
+            out.count = n as u32;
+        }
+    }
+    if let Some(s) = &a.spacing {
+        if let Some(d) = duration(c, s) {
+            if d > Duration::from_secs(60) {
+                c.at(sp(s), "announce spacing above 60s makes no sense");
+            }
+            out.spacing = d;
+        }
+    }
+    if let Some(s) = &a.refresh {
+        if let Some(d) = duration(c, s) {
+            if d < Duration::from_millis(100) && !d.is_zero() {
+                c.at(sp(s), "announce refresh below 100ms would flood the segment");
+            }
+            out.refresh = (!d.is_zero()).then_some(d);
+        }
+    }
+    out
+}
+
+fn validate_control(c: &mut Collector<'_>, s: Option<raw::Control>) -> Control {
+    let mut out = Control {
+        socket: PathBuf::from(DEFAULT_SOCKET),
+        group: "directord".into(),
+    };
+    let Some(s) = s else { return out };
+    if let Some(p) = &s.socket {
+        let path = PathBuf::from(p.get_ref());
+        if !path.is_absolute() {
+            c.at(sp(p), "control socket must be an absolute path");
+        }
+        if p.get_ref().len() >= 108 {
+            c.at(sp(p), "control socket path is longer than a Unix socket allows (107 bytes)");
+        }
+        out.socket = path;
+    }
+    if let Some(g) = &s.group {
+        if g.get_ref().is_empty() {
+            c.at(sp(g), "control group must not be empty");
+        }
+        out.group = g.get_ref().clone();
+    }
+    out
+}
+
+fn validate_vips(c: &mut Collector<'_>, vips: &[S<raw::Vip>], default_if: Option<&str>) -> Vec<Vip> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for v in vips {
+        let raw = v.get_ref();
+        let interface = match &raw.interface {
+            Some(i) => interface_name(c, i),
+            None => default_if.unwrap_or_default().to_string(),
+        };
+        let text = raw.address.get_ref();
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text.as_str(), None),
+        };
+        let Ok(address) = addr.parse::<IpAddr>() else {
+            c.at(
+                sp(&raw.address),
+                format!("VIP `{text}` is not an address with a prefix length (e.g. \"192.0.2.100/24\")"),
+            );
+            continue;
+        };
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match len {
+            None => max,
+            Some(l) => match l.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => {
+                    c.at(
+                        sp(&raw.address),
+                        format!("VIP `{text}` has a bad prefix length (0-{max})"),
+                    );
+                    continue;
+                }
+            },
+        };
+        if address.is_unspecified() || address.is_multicast() || address.is_loopback() {
+            c.at(sp(&raw.address), format!("VIP {address} cannot be a virtual address"));
+            continue;
+        }
+        if !seen.insert(address) {
+            c.at(sp(&raw.address), format!("VIP {address} is listed twice"));
+            continue;
+        }
+        out.push(Vip {
+            address,
+            prefix_len,
+            interface,
+        });
+    }
+    out
+}
+
+fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> Vec<Service> {
+    let mut out = Vec::new();
+    let mut names = HashSet::new();
+    let mut targets = HashSet::new();
+    for s in services {
+        let span = s.span();
+        let s = s.into_inner();
+        let name = s.name.get_ref().clone();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            c.at(sp(&s.name), "service name must be non-empty, without spaces");
+        } else if !names.insert(name.clone()) {
+            c.at(sp(&s.name), format!("service name `{name}` is used twice"));
+        }
+        let protocol = match s.protocol.as_ref().map(|p| p.get_ref().as_str()) {
+            None | Some("tcp") => Some(L4Protocol::Tcp),
+            Some("udp") => Some(L4Protocol::Udp),
+            Some("sctp") => Some(L4Protocol::Sctp),
+            Some(other) => {
+                c.at(
+                    s.protocol.as_ref().and_then(sp),
+                    format!("unknown protocol \"{other}\", expected tcp, udp or sctp"),
+                );
+                None
+            }
+        };
+        let target = match (&s.address, &s.fwmark) {
+            (Some(a), None) => socket_addr(c, a, "service address").map(ServiceTarget::Address),
+            (None, Some(m)) => {
+                int_in(c, m, "fwmark", 1, i64::from(u32::MAX)).map(|m| ServiceTarget::Fwmark(m as u32))
+            }
+            (Some(_), Some(m)) => {
+                c.at(sp(m), "a service has either `address` or `fwmark`, not both");
+                None
+            }
+            (None, None) => {
+                c.at(Some(span.clone()), format!("service `{name}` needs `address` or `fwmark`"));
+                None
+            }
+        };
+        if let Some(t) = target {
+            if !targets.insert((t, protocol)) {
+                c.at(Some(span.clone()), format!("service `{name}` repeats another service's address"));
+            }
+        }
+        let scheduler = match &s.scheduler {
+            None => "wlc".to_string(),
+            Some(x) => {
+                if !SCHEDULERS.contains(&x.get_ref().as_str()) {
+                    c.at(
+                        sp(x),
+                        format!("unknown scheduler \"{}\", expected one of: {}", x.get_ref(), SCHEDULERS.join(", ")),
+                    );
+                }
+                x.get_ref().clone()
+            }
+        };
+        let forward = match s.forward.as_ref().map(|p| p.get_ref().as_str()) {
+            None | Some("dr") => Some(Forward::Dr),
+            Some("nat") => Some(Forward::Nat),
+            Some("tun") => Some(Forward::Tun),
+            Some(other) => {
+                c.at(
+                    s.forward.as_ref().and_then(sp),
+                    format!("unknown forward method \"{other}\", expected nat, dr or tun"),
+                );
+                None
+            }
+        };
+        let persistence = s.persistence.as_ref().and_then(|p| {
+            let d = duration(c, p)?;
+            if d.is_zero() {
+                return None;
+            }
+            if d.as_secs() == 0 || d.subsec_millis() != 0 {
+                c.at(sp(p), "persistence must be whole seconds");
+            }
+            Some(d)
+        });
+        let on_failure = match s.on_failure.as_ref().map(|p| p.get_ref().as_str()) {
+            None | Some("quiesce") => Some(OnFailure::Quiesce),
+            Some("remove") => Some(OnFailure::Remove),
+            Some(other) => {
+                c.at(
+                    s.on_failure.as_ref().and_then(sp),
+                    format!("unknown on_failure \"{other}\", expected quiesce or remove"),
+                );
+                None
+            }
+        };
+        let sorry_server = s.sorry_server.as_ref().and_then(|x| socket_addr(c, x, "sorry_server"));
+        let check = s.check.as_ref().and_then(|x| validate_check(c, x));
+        let fwmark = matches!(target, Some(ServiceTarget::Fwmark(_)));
+        let mut reals = Vec::new();
+        let mut seen = HashSet::new();
+        if s.real.is_empty() {
+            c.at(Some(span.clone()), format!("service `{name}` has no [[service.real]]"));
+        }
+        for r in &s.real {
+            let r = r.get_ref();
+            let address = if fwmark {
+                // fwmark services may name a bare IP: the client's port is kept.
+                r.address
+                    .get_ref()
+                    .parse::<IpAddr>()
+                    .map(|a| SocketAddr::new(a, 0))
+                    .ok()
+                    .or_else(|| socket_addr(c, &r.address, "real server address"))
+            } else {
+                socket_addr(c, &r.address, "real server address")
+            };
+            let weight = match &r.weight {
+                None => Some(1),
+                Some(w) => int_in(c, w, "weight", 0, 65_535),
+            };
+            if let Some(a) = address {
+                if !seen.insert(a) {
+                    c.at(sp(&r.address), format!("real server {a} is listed twice in `{name}`"));
+                }
+                if let Some(ServiceTarget::Address(v)) = target {
+                    if v.is_ipv4() != a.is_ipv4() && forward != Some(Forward::Tun) {
+                        c.at(sp(&r.address), "real server and service are of different address families");
+                    }
+                }
+                if let Some(w) = weight {
+                    reals.push(RealServer {
+                        address: a,
+                        weight: w as u32,
+                    });
+                }
+            }
+        }
+        if let (Some(target), Some(protocol), Some(forward), Some(on_failure)) =
+            (target, protocol, forward, on_failure)
+        {
+            out.push(Service {
+                name,
+                target,
+                protocol,
+                scheduler,
+                forward,
+                persistence,
+                on_failure,
+                sorry_server,
+                check,
+                reals,
+            });
+        }
+    }
+    out
+}
+
+fn validate_check(c: &mut Collector<'_>, s: &S<raw::Check>) -> Option<Check> {
+    let k = s.get_ref();
+    let interval = k.interval.as_ref().map_or(Some(Duration::from_secs(5)), |d| duration(c, d));
+    let timeout = k.timeout.as_ref().map_or(Some(Duration::from_secs(3)), |d| duration(c, d));
+    if let (Some(i), Some(t)) = (interval, timeout) {
+        if i.is_zero() {
+            c.at(k.interval.as_ref().and_then(sp), "check interval must be above zero");
+        }
+        if t.is_zero() || t > i {
+            c.at(
+                k.timeout.as_ref().and_then(sp).or(sp(s)),
+                "check timeout must be above zero and not longer than the interval",
+            );
+        }
+    }
+    let rise = k.rise.as_ref().map_or(Some(1), |r| int_in(c, r, "rise", 1, 100));
+    let fall = k.fall.as_ref().map_or(Some(1), |r| int_in(c, r, "fall", 1, 100));
+    let connect_ip = k.connect_ip.as_ref().and_then(|x| ip(c, x, "connect_ip"));
+    let connect_port = k
+        .connect_port
+        .as_ref()
+        .and_then(|p| int_in(c, p, "connect_port", 1, 65_535))
+        .map(|p| p as u16);
+
+    let kind_name = k.kind.get_ref().as_str();
+    let mut allowed: Vec<&str> = vec![];
+    let kind = match kind_name {
+        "tcp" => {
+            allowed.extend(["send", "expect"]);
+            Some(CheckKind::Tcp {
+                send: k.send.as_ref().map(|x| x.get_ref().clone()),
+                expect: k.expect.as_ref().map(|x| x.get_ref().clone()),
+            })
+        }
+        "http" | "https" => {
+            allowed.extend(["method", "path", "host", "expect_status", "expect_body"]);
+            let method = k.method.as_ref().map_or("GET".to_string(), |m| m.get_ref().to_uppercase());
+            if method != "GET" && method != "HEAD" {
+                c.at(k.method.as_ref().and_then(sp), "http method must be GET or HEAD");
+            }
+            let path = k.path.as_ref().map_or("/".to_string(), |p| p.get_ref().clone());
+            if !path.starts_with('/') {
+                c.at(k.path.as_ref().and_then(sp), "http path must start with '/'");
+            }
+            let expect_status = match &k.expect_status {
+                None => vec![(200, 299)],
+                Some(v) => status_set(c, v),
+            };
+            Some(CheckKind::Http {
+                tls: kind_name == "https",
+                method,
+                path,
+                host: k.host.as_ref().map(|x| x.get_ref().clone()),
+                expect_status,
+                expect_body: k.expect_body.as_ref().map(|x| x.get_ref().clone()),
+            })
+        }
+        "ping" | "icmp" => Some(CheckKind::Ping),
+        "dns" => {
+            allowed.extend(["query_name", "query_type"]);
+            match &k.query_name {
+                Some(n) => Some(CheckKind::Dns {
+                    query_name: n.get_ref().clone(),
+                    query_type: k.query_type.as_ref().map_or("A".into(), |t| t.get_ref().to_uppercase()),
+                }),
+                None => {
+                    c.at(sp(&k.kind), "a dns check needs query_name");
+                    None
+                }
+            }
+        }
+        "smtp" => Some(CheckKind::Smtp),
+        "external" => {
+            allowed.push("command");
+            match &k.command {
+                Some(cmd) => Some(CheckKind::External {
+                    command: cmd.get_ref().clone(),
+                }),
+                None => {
+                    c.at(sp(&k.kind), "an external check needs command");
+                    None
+                }
+            }
+        }
+        other => {
+            c.at(
+                sp(&k.kind),
+                format!("unknown check type \"{other}\", expected one of: tcp, http, https, ping, dns, smtp, external"),
+            );
+            None
+        }
+    };
+    // Options that belong to another check type are mistakes, not silently ignored.
+    let options: [(&str, Option<Range<usize>>); 9] = [
+        ("method", k.method.as_ref().map(|x| x.span())),
+        ("path", k.path.as_ref().map(|x| x.span())),
+        ("host", k.host.as_ref().map(|x| x.span())),
+        ("expect_status", k.expect_status.as_ref().map(|x| x.span())),
+        ("expect_body", k.expect_body.as_ref().map(|x| x.span())),
+        ("send", k.send.as_ref().map(|x| x.span())),
+        ("expect", k.expect.as_ref().map(|x| x.span())),
+        ("query_name", k.query_name.as_ref().map(|x| x.span())),
+        ("command", k.command.as_ref().map(|x| x.span())),
+    ];
+    if kind.is_some() {
+        for (name, span) in options {
+            if span.is_some() && !allowed.contains(&name) {
+                c.at(span, format!("`{name}` does not apply to a {kind_name} check"));
+            }
+        }
+    }
+    Some(Check {
+        interval: interval?,
+        timeout: timeout?,
+        rise: rise? as u32,
+        fall: fall? as u32,
+        connect_ip,
+        connect_port,
+        kind: kind?,
+    })
+}
+
+/// `expect_status`: 200, [200, 301], "200-299", or a list mixing both.
+fn status_set(c: &mut Collector<'_>, v: &S<toml::Value>) -> Vec<(u16, u16)> {
+    let items: Vec<toml::Value> = match v.get_ref() {
+        toml::Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let range = match &item {
+            toml::Value::Integer(n) => u16::try_from(*n).ok().map(|n| (n, n)),
+            toml::Value::String(s) => s.split_once('-').and_then(|(a, b)| {
+                Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+            }),
+            _ => None,
+        };
+        match range {
+            Some((a, b)) if (100..=599).contains(&a) && (a..=599).contains(&b) => out.push((a, b)),
+            _ => c.at(
+                sp(v),
+                format!("expect_status must be status codes 100-599 or ranges like \"200-299\", got {item}"),
+            ),
+        }
+    }
+    out
+}

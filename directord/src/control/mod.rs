@@ -1,0 +1,110 @@
+//! The control socket: newline-delimited JSON between `directorctl` and `directord`.
+//!
+//! One request per line, one response per line. A malformed request gets an error
+//! response and changes nothing; the connection stays usable.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest request line accepted.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// The director's state.
+    Status,
+    /// Become active now; the peer yields.
+    Takeover,
+    /// Hand over now and stay standby until `takeover`.
+    Standby,
+    /// Re-read the config file: validate first, then apply the difference.
+    Reload,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+impl Response {
+    pub fn ok(message: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            message: Some(message.into()),
+            error: None,
+            status: None,
+        }
+    }
+
+    pub fn status(status: serde_json::Value) -> Self {
+        Self {
+            ok: true,
+            message: None,
+            error: None,
+            status: Some(status),
+        }
+    }
+
+    pub fn error(error: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            message: None,
+            error: Some(error.into()),
+            status: None,
+        }
+    }
+}
+
+/// Parses one request line, with an operator-readable error.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Err("empty request".into());
+    }
+    serde_json::from_str(line).map_err(|e| {
+        let raw: Result<serde_json::Value, _> = serde_json::from_str(line);
+        match raw {
+            Err(_) => format!("request is not JSON: {e}"),
+            Ok(v) => match v.get("command").and_then(|c| c.as_str()) {
+                None => "request lacks a \"command\" string".to_string(),
+                Some(c) => format!(
+                    "bad request for command \"{c}\": {e} (commands: status, takeover, standby, reload)"
+                ),
+            },
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        for r in [Request::Status, Request::Takeover, Request::Standby, Request::Reload] {
+            let line = serde_json::to_string(&r).expect("serializes");
+            assert_eq!(parse_request(&line), Ok(r));
+        }
+        assert_eq!(parse_request(r#"{"command":"status"}"#), Ok(Request::Status));
+    }
+
+    #[test]
+    fn bad_requests_are_explained() {
+        assert!(parse_request("").unwrap_err().contains("empty"));
+        assert!(parse_request("status").unwrap_err().contains("not JSON"));
+        assert!(parse_request("{}").unwrap_err().contains("lacks"));
+        let e = parse_request(r#"{"command":"explode"}"#).unwrap_err();
+        assert!(e.contains("explode") && e.contains("takeover"), "{e}");
+        let e = parse_request(r#"{"command":"status","x":1}"#).unwrap_err();
+        assert!(e.contains("status"), "{e}");
+    }
+}

@@ -1,0 +1,412 @@
+//! The supervisor: joins the failover protocol, the VIPs and the control socket.
+//!
+//! It owns the desired state (which VIPs this node must hold, from its role) and
+//! drives `vipmgr` to it. Everyone else talks to it through a [`SupervisorHandle`].
+
+use std::time::Duration;
+
+use heartbeat::{Command, FailoverHandle, Role, Transition};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config, Protocol, VrrpVersion};
+use crate::control::{Request, Response};
+
+type Reply = oneshot::Sender<Response>;
+
+/// Cloneable access to the running supervisor.
+#[derive(Debug, Clone)]
+pub struct SupervisorHandle {
+    tx: mpsc::Sender<(Request, Reply)>,
+}
+
+impl SupervisorHandle {
+    /// Asks the supervisor and waits for its answer.
+    pub async fn request(&self, request: Request) -> Response {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send((request, reply)).await.is_err() {
+            return Response::error("directord is shutting down");
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Response::error("directord is shutting down"))
+    }
+}
+
+/// What `directorctl status --json` prints.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub node: String,
+    #[serde(flatten)]
+    pub failover: heartbeat::Status,
+    pub interface: String,
+    pub version: u8,
+    pub router_id: u8,
+    #[serde(serialize_with = "millis")]
+    pub advert_interval: Duration,
+    pub vips: Vec<VipStatus>,
+    pub config: String,
+    pub pid: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VipStatus {
+    pub address: String,
+    pub interface: String,
+    pub held: bool,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Builds the protocol's configuration from the validated config.
+pub fn vrrp_config(config: &Config) -> heartbeat::vrrp::VrrpConfig {
+    let Protocol::Vrrp(v) = &config.failover.protocol;
+    heartbeat::vrrp::VrrpConfig {
+        interface: config.failover.interface.clone(),
+        version: match v.version {
+            VrrpVersion::V2 => heartbeat::vrrp::Version::V2,
+            VrrpVersion::V3 => heartbeat::vrrp::Version::V3,
+        },
+        vrid: v.router_id,
+        priority: config.failover.priority,
+        preempt: config.failover.preempt,
+        preempt_delay: config.failover.preempt_delay,
+        advert_interval: v.advert_interval,
+        unicast_peers: v.unicast_peers.clone(),
+        source_address: v.source_address,
+        addresses: config.advertised_addresses(),
+        family: match v.family {
+            config::Family::V4 => heartbeat::vrrp::Family::V4,
+            config::Family::V6 => heartbeat::vrrp::Family::V6,
+        },
+        netns: None,
+    }
+}
+
+fn vips_of(config: &Config) -> Vec<vipmgr::Vip> {
+    config
+        .vips
+        .iter()
+        .map(|v| vipmgr::Vip {
+            address: v.address,
+            prefix_len: v.prefix_len,
+            interface: v.interface.clone(),
+            label: None,
+        })
+        .collect()
+}
+
+fn announce_of(config: &Config) -> vipmgr::AnnounceConfig {
+    vipmgr::AnnounceConfig {
+        count: config.announce.count,
+        spacing: config.announce.spacing,
+        refresh: config.announce.refresh,
+    }
+}
+
+/// The supervisor task's state.
+struct Supervisor {
+    config: Config,
+    failover: FailoverHandle,
+    addresses: vipmgr::AddressManager,
+    role: Role,
+    /// Gratuitous ARP / NA bursts and refreshes while active.
+    announcer: Option<JoinHandle<()>>,
+}
+
+/// Starts the supervisor: the failover protocol on its own thread, the link watch,
+/// and the task that owns the state. Returns the handle and the task to await.
+pub fn start(
+    config: Config,
+    cancel: CancellationToken,
+) -> anyhow::Result<(SupervisorHandle, JoinHandle<()>)> {
+    let mut addresses = vipmgr::AddressManager::new()?;
+    let vips = vips_of(&config);
+    // A standby never holds a VIP: a node starts as standby, so it drops any VIP
+    // left behind by an earlier run (say a `kill -9` while active).
+    match addresses.reconcile(&[], &vips) {
+        Ok(changes) if !changes.is_empty() => {
+            info!(?changes, "removed VIPs left from an earlier run")
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not clear stale VIPs at start"),
+    }
+    let failover = heartbeat::vrrp::spawn(vrrp_config(&config))?;
+    let link = match vipmgr::watch_link(&config.failover.interface) {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            warn!(interface = %config.failover.interface, error = %e, "cannot watch link state");
+            None
+        }
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let sup = Supervisor {
+        config,
+        failover,
+        addresses,
+        role: Role::Standby,
+        announcer: None,
+    };
+    let task = tokio::spawn(sup.run(rx, link, cancel));
+    Ok((SupervisorHandle { tx }, task))
+}
+
+impl Supervisor {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<(Request, Reply)>,
+        mut link: Option<tokio::sync::watch::Receiver<vipmgr::LinkState>>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                biased;
+                t = self.failover.transitions.recv() => match t {
+                    Some(t) => self.on_transition(t).await,
+                    None => {
+                        error!("failover protocol thread ended unexpectedly; releasing VIPs");
+                        self.release().await;
+                        break;
+                    }
+                },
+                _ = cancel.cancelled() => {
+                    self.shutdown().await;
+                    break;
+                }
+                changed = async {
+                    match link.as_mut() {
+                        Some(rx) => rx.changed().await.map(|_| *rx.borrow_and_update()),
+                        None => std::future::pending().await,
+                    }
+                } => match changed {
+                    Ok(state) => {
+                        let cmd = if state == vipmgr::LinkState::Up { Command::LinkUp } else { Command::LinkDown };
+                        info!(interface = %self.config.failover.interface, ?state, "link state changed");
+                        let _ = self.failover.commands.send(cmd);
+                    }
+                    Err(_) => link = None,
+                },
+                r = requests.recv() => match r {
+                    Some((req, reply)) => {
+                        let answer = self.on_request(req).await;
+                        let _ = reply.send(answer);
+                    }
+                    None => {}
+                },
+            }
+        }
+    }
+
+    async fn on_transition(&mut self, t: Transition) {
+        info!(role = ?t.role, state = %t.state, reason = %t.reason, "role change");
+        let previous = self.role;
+        self.role = t.role;
+        match t.role {
+            Role::Active => {
+                if previous != Role::Active || self.announcer.is_none() {
+                    self.acquire().await;
+                }
+            }
+            Role::Standby | Role::Fault => self.release().await,
+        }
+    }
+
+    /// Adds every VIP and announces them.
+    async fn acquire(&mut self) {
+        let vips = vips_of(&self.config);
+        match self.addresses.reconcile(&vips, &vips) {
+            Ok(changes) => info!(?changes, "VIPs held"),
+            Err(e) => error!(error = %e, "could not add the VIPs"),
+        }
+        if let Some(a) = self.announcer.take() {
+            a.abort();
+        }
+        let cfg = announce_of(&self.config);
+        self.announcer = Some(tokio::spawn(async move {
+            // One burst per VIP, all at once: every VIP's first announcement leaves
+            // immediately.
+            let mut bursts = tokio::task::JoinSet::new();
+            for vip in vips.iter().cloned() {
+                let cfg = cfg.clone();
+                bursts.spawn(async move {
+                    if let Err(e) = vipmgr::announce(&vip, &cfg).await {
+                        warn!(vip = %vip, error = %e, "announcement failed");
+                    }
+                });
+            }
+            while bursts.join_next().await.is_some() {}
+            if let Some(every) = cfg.refresh {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    for vip in &vips {
+                        if let Err(e) = vipmgr::announce_once(vip) {
+                            warn!(vip = %vip, error = %e, "refresh announcement failed");
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Removes every VIP of this config.
+    async fn release(&mut self) {
+        if let Some(a) = self.announcer.take() {
+            a.abort();
+        }
+        let vips = vips_of(&self.config);
+        match self.addresses.reconcile(&[], &vips) {
+            Ok(changes) if !changes.is_empty() => info!(?changes, "VIPs released"),
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "could not remove the VIPs"),
+        }
+    }
+
+    /// Clean stop: priority-0 advert, then the VIPs go.
+    async fn shutdown(&mut self) {
+        info!("stepping down");
+        let _ = self.failover.commands.send(Command::Shutdown);
+        let deadline = tokio::time::sleep(Duration::from_secs(2));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => { warn!("failover protocol did not confirm shutdown in 2s"); break; }
+                t = self.failover.transitions.recv() => match t {
+                    Some(t) if t.role == Role::Active => continue,
+                    _ => break,
+                },
+            }
+        }
+        self.role = Role::Standby;
+        self.release().await;
+        if let Some(thread) = self.failover.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    async fn on_request(&mut self, req: Request) -> Response {
+        match req {
+            Request::Status => match serde_json::to_value(self.status()) {
+                Ok(v) => Response::status(v),
+                Err(e) => Response::error(format!("cannot encode status: {e}")),
+            },
+            Request::Takeover => {
+                if self.failover.commands.send(Command::Takeover).is_err() {
+                    return Response::error("the failover protocol is not running");
+                }
+                Response::ok(format!("{}: taking over", self.config.node.name))
+            }
+            Request::Standby => {
+                if self.failover.commands.send(Command::Standby).is_err() {
+                    return Response::error("the failover protocol is not running");
+                }
+                Response::ok(format!(
+                    "{}: handing over; staying standby until `directorctl takeover`",
+                    self.config.node.name
+                ))
+            }
+            Request::Reload => self.reload().await,
+        }
+    }
+
+    /// Re-reads the file. An invalid file changes nothing.
+    async fn reload(&mut self) -> Response {
+        let path = self.config.path.clone();
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(problems) => {
+                warn!(%problems, "reload refused: the running config stays");
+                return Response::error(format!(
+                    "reload refused, the running config stays:\n{problems}"
+                ));
+            }
+        };
+        let mut restart_needed = Vec::new();
+        if new.node != self.config.node {
+            restart_needed.push("[node]");
+        }
+        if new.failover != self.config.failover {
+            restart_needed.push("[failover]");
+        }
+        if new.control != self.config.control {
+            restart_needed.push("[control]");
+        }
+        let mut applied = Vec::new();
+        let old_vips = vips_of(&self.config);
+        let new_vips = vips_of(&new);
+        if old_vips != new_vips {
+            applied.push("[[vip]]");
+        }
+        if new.announce != self.config.announce {
+            applied.push("[announce]");
+        }
+        if new.services != self.config.services {
+            applied.push("[[service]]");
+        }
+        if !restart_needed.is_empty() {
+            let msg = format!(
+                "reload refused: {} changed, which needs a restart of directord; nothing was applied",
+                restart_needed.join(", ")
+            );
+            warn!("{msg}");
+            return Response::error(msg);
+        }
+        // Keep the sections that need a restart as they run; take the rest.
+        let mut managed = old_vips.clone();
+        managed.extend(new_vips.iter().cloned());
+        self.config.vips = new.vips;
+        self.config.announce = new.announce;
+        self.config.services = new.services;
+        if self.role == Role::Active {
+            match self.addresses.reconcile(&new_vips, &managed) {
+                Ok(changes) => info!(?changes, "reload applied to the VIPs"),
+                Err(e) => error!(error = %e, "reload: could not apply the VIPs"),
+            }
+            if old_vips != new_vips {
+                self.acquire().await;
+            }
+        } else if let Err(e) = self.addresses.reconcile(&[], &managed) {
+            error!(error = %e, "reload: could not clear the VIPs");
+        }
+        let msg = if applied.is_empty() {
+            "reloaded: no change".to_string()
+        } else {
+            format!("reloaded: {} applied", applied.join(", "))
+        };
+        info!("{msg}");
+        Response::ok(msg)
+    }
+
+    fn status(&mut self) -> StatusReport {
+        let Protocol::Vrrp(v) = &self.config.failover.protocol;
+        let vips = vips_of(&self.config)
+            .into_iter()
+            .map(|vip| VipStatus {
+                held: self.addresses.is_held(&vip).unwrap_or(false),
+                address: format!("{}/{}", vip.address, vip.prefix_len),
+                interface: vip.interface,
+            })
+            .collect();
+        StatusReport {
+            node: self.config.node.name.clone(),
+            failover: self.failover.status.borrow().clone(),
+            interface: self.config.failover.interface.clone(),
+            version: match v.version {
+                VrrpVersion::V2 => 2,
+                VrrpVersion::V3 => 3,
+            },
+            router_id: v.router_id,
+            advert_interval: v.advert_interval,
+            vips,
+            config: self.config.path.display().to_string(),
+            pid: std::process::id(),
+        }
+    }
+}
+

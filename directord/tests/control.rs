@@ -1,0 +1,348 @@
+//! The control socket against a running directord (as root, in a network namespace
+//! of its own): status, operator moves, bad requests, reloads good and bad, SIGTERM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+macro_rules! need_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespaces, raw sockets)");
+            return;
+        }
+    };
+}
+
+fn run(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd).args(args).output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A namespace with a veth pair (`eth0` and its peer `peer0`), removed on drop,
+/// running one directord.
+struct Node {
+    ns: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+const CONFIG: &str = r#"[node]
+name = "solo"
+
+[failover]
+protocol = "vrrp"
+interface = "eth0"
+priority = 100
+
+[failover.vrrp]
+router_id = 7
+advert_interval = "50ms"
+
+[announce]
+count = 2
+spacing = "10ms"
+
+[control]
+socket = "SOCKET"
+
+[[vip]]
+address = "198.51.100.10/24"
+"#;
+
+impl Node {
+    fn start(tag: &str) -> Node {
+        let ns = format!("dctl{}{tag}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        run("ip", &["netns", "add", &ns]);
+        let exec = |args: &[&str]| {
+            let mut a = vec!["netns", "exec", &ns];
+            a.extend_from_slice(args);
+            run("ip", &a);
+        };
+        exec(&["ip", "link", "set", "lo", "up"]);
+        exec(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
+        exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", "eth0"]);
+        exec(&["ip", "link", "set", "eth0", "up"]);
+        exec(&["ip", "link", "set", "peer0", "up"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut node = Node {
+            ns,
+            dir,
+            child: None,
+        };
+        std::fs::write(node.config(), node.config_text()).expect("write config");
+        node.spawn();
+        node
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("directord.toml")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("ctl.sock")
+    }
+
+    fn config_text(&self) -> String {
+        CONFIG.replace("SOCKET", &self.socket().display().to_string())
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("directord.log")).expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_directord")])
+            .arg("--config")
+            .arg(self.config())
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start directord");
+        self.child = Some(child);
+        wait(Duration::from_secs(10), "control socket", || {
+            UnixStream::connect(self.socket()).is_ok()
+        });
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("directord.log")).unwrap_or_default()
+    }
+
+    fn ip_addrs(&self) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "ip", "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip addr");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn holds(&self, addr: &str) -> bool {
+        self.ip_addrs().contains(&format!(" {addr}/"))
+    }
+
+    fn call_raw(&self, line: &[u8]) -> Value {
+        let mut s = UnixStream::connect(self.socket()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.write_all(line).expect("write");
+        let mut answer = String::new();
+        BufReader::new(s).read_line(&mut answer).expect("read");
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not JSON ({e}): {answer:?}"))
+    }
+
+    fn status(&self) -> Value {
+        let r = self.call_raw(b"{\"command\":\"status\"}\n");
+        assert_eq!(r["ok"], true, "{r}");
+        r["status"].clone()
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_directorctl"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("directorctl")
+    }
+
+    fn wait_role(&self, role: &str) {
+        wait(Duration::from_secs(10), role, || self.status()["role"] == role);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- directord log ---\n{}", self.log());
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+fn wait(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn status_takeover_standby_and_sigterm() {
+    need_root!();
+    let mut node = Node::start("a");
+    // Alone on its link: it becomes master after the master-down interval.
+    node.wait_role("active");
+    wait(Duration::from_secs(5), "VIP added", || node.holds("198.51.100.10"));
+    let s = node.status();
+    assert_eq!(s["node"], "solo");
+    assert_eq!(s["state"], "master");
+    assert_eq!(s["vips"][0]["held"], true);
+    assert!(s["last_transition"]["reason"].as_str().is_some_and(|r| !r.is_empty()));
+
+    let table = node.ctl(&["status"]);
+    assert!(table.status.success());
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("ACTIVE") && table.contains("198.51.100.10/24"), "{table}");
+
+    let out = node.ctl(&["standby"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!node.holds("198.51.100.10"), "standby must drop the VIP");
+    let s = node.status();
+    assert_eq!(s["override"], "standby");
+    // Alone, a standby-held node still takes over once the master-down timer fires
+    // (nobody else advertises) — the site must not go dark.
+    node.wait_role("active");
+
+    let out = node.ctl(&["takeover"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = node.status();
+    assert_eq!(s["override"], "takeover");
+    assert_eq!(s["effective_priority"], 254);
+    assert!(node.holds("198.51.100.10"));
+
+    let child = node.child.as_mut().expect("running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let code = child.wait().expect("exits");
+    node.child = None;
+    assert!(code.success(), "exit {code:?}\n{}", node.log());
+    assert!(!node.holds("198.51.100.10"), "SIGTERM must remove the VIP");
+    assert!(!node.socket().exists(), "socket file removed on exit");
+}
+
+#[test]
+fn bad_requests_get_errors_and_change_nothing() {
+    need_root!();
+    let node = Node::start("b");
+    node.wait_role("active");
+    let before = node.status();
+    for bad in [
+        &b"status\n"[..],
+        b"{}\n",
+        b"{\"command\":\"explode\"}\n",
+        b"{\"command\":\"takeover\",\"force\":true}\n",
+        b"\xff\xfe\n",
+        b"\n",
+    ] {
+        let r = node.call_raw(bad);
+        assert_eq!(r["ok"], false, "{:?} → {r}", String::from_utf8_lossy(bad));
+        assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+    }
+    let mut long = vec![b'x'; 70 * 1024];
+    long.push(b'\n');
+    let r = node.call_raw(&long);
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap_or("").contains("longer"), "{r}");
+
+    // Several requests on one connection, the bad one in the middle.
+    let mut s = UnixStream::connect(node.socket()).expect("connect");
+    s.write_all(b"{\"command\":\"status\"}\nnope\n{\"command\":\"status\"}\n")
+        .expect("write");
+    let mut lines = BufReader::new(s).lines();
+    let oks: Vec<bool> = (0..3)
+        .map(|_| {
+            let l = lines.next().expect("line").expect("read");
+            serde_json::from_str::<Value>(&l).expect("json")["ok"] == true
+        })
+        .collect();
+    assert_eq!(oks, [true, false, true]);
+
+    let after = node.status();
+    assert_eq!(before["role"], after["role"]);
+    assert_eq!(before["override"], after["override"]);
+    assert_eq!(after["vips"][0]["held"], true);
+}
+
+#[test]
+fn reload_applies_a_valid_file_and_keeps_running_on_a_bad_one() {
+    need_root!();
+    let node = Node::start("c");
+    node.wait_role("active");
+    wait(Duration::from_secs(5), "VIP", || node.holds("198.51.100.10"));
+
+    // A broken file: refused with file:line:column, nothing changes.
+    let good = node.config_text();
+    std::fs::write(node.config(), good.replace("count = 2", "count = 2\ncolor = 1")).expect("w");
+    let out = node.ctl(&["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:15:1:", node.config().display())),
+        "{err}"
+    );
+    assert!(node.holds("198.51.100.10"));
+
+    // SIGHUP with the broken file: still running, still holding.
+    let pid = node.status()["pid"].as_u64().expect("pid") as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
+        .expect("HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(node.status()["role"], "active");
+
+    // A valid change: a second VIP appears, the first stays.
+    let two = format!("{good}\n[[vip]]\naddress = \"198.51.100.11/24\"\n");
+    std::fs::write(node.config(), two).expect("w");
+    let out = node.ctl(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(node.holds("198.51.100.11") && node.holds("198.51.100.10"));
+
+    // A change that needs a restart is refused whole.
+    std::fs::write(node.config(), good.replace("priority = 100", "priority = 90")).expect("w");
+    let out = node.ctl(&["reload"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[failover]"));
+    assert!(node.holds("198.51.100.11"), "refused reload changed nothing");
+    assert_eq!(node.status()["priority"], 100);
+}
+
+#[test]
+fn socket_is_for_root_only() {
+    need_root!();
+    let node = Node::start("d");
+    let mode = std::fs::metadata(node.socket()).map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o777
+    });
+    assert_eq!(mode.ok(), Some(0o660));
+    // The temp dir must be traversable for the test user to reach the socket at all.
+    std::fs::set_permissions(
+        node.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_directorctl"))
+        .arg("--socket")
+        .arg(node.socket())
+        .arg("status")
+        .output()
+        .expect("setpriv");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach directord"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,292 @@
+//! A failover pair on the lab: two directors (`d1`, `d2`), each running directord or
+//! keepalived, plus the echo responder the client probes. Tests, the bench and the demo
+//! drive failovers through this.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::directord::Directord;
+use crate::keepalived::Keepalived;
+use crate::lab::{Lab, Proc, find_bin};
+use crate::probe::{self, Probe};
+use crate::vrrp::Setup;
+use crate::wait;
+
+/// Which VRRP implementation runs on a director.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    Directord,
+    Keepalived,
+}
+
+impl std::fmt::Display for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Daemon::Directord => "directord",
+            Daemon::Keepalived => "keepalived",
+        })
+    }
+}
+
+#[derive(Debug)]
+enum Runner {
+    Directord(Directord),
+    Keepalived(Keepalived),
+}
+
+#[derive(Debug)]
+pub struct Member {
+    pub node: String,
+    pub daemon: Daemon,
+    pub priority: u8,
+    runner: Option<Runner>,
+    echo: Option<Proc>,
+}
+
+/// Two directors sharing one VIP.
+#[derive(Debug)]
+pub struct Pair<'a> {
+    pub lab: &'a Lab,
+    pub setup: Setup,
+    pub members: Vec<Member>,
+}
+
+impl<'a> Pair<'a> {
+    /// `members`: (node, daemon, priority) for `d1` and `d2`.
+    pub fn new(lab: &'a Lab, setup: Setup, members: [(&str, Daemon, u8); 2]) -> Pair<'a> {
+        Pair {
+            lab,
+            setup,
+            members: members
+                .iter()
+                .map(|(node, daemon, priority)| Member {
+                    node: node.to_string(),
+                    daemon: *daemon,
+                    priority: *priority,
+                    runner: None,
+                    echo: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The usual pair: d1 at 150, d2 at 100, same daemon on both.
+    pub fn usual(lab: &'a Lab, setup: Setup, daemon: Daemon) -> Pair<'a> {
+        Pair::new(lab, setup, [("d1", daemon, 150), ("d2", daemon, 100)])
+    }
+
+    /// Starts echo and daemon on both directors.
+    pub fn start(&mut self) -> Result<()> {
+        for i in 0..self.members.len() {
+            let node = self.members[i].node.clone();
+            self.start_node(&node)?;
+        }
+        Ok(())
+    }
+
+    fn member(&self, node: &str) -> Result<&Member> {
+        self.members
+            .iter()
+            .find(|m| m.node == node)
+            .with_context(|| format!("{node} is not a member of the pair"))
+    }
+
+    fn member_mut(&mut self, node: &str) -> Result<&mut Member> {
+        self.members
+            .iter_mut()
+            .find(|m| m.node == node)
+            .with_context(|| format!("{node} is not a member of the pair"))
+    }
+
+    pub fn nodes(&self) -> Vec<&str> {
+        self.members.iter().map(|m| m.node.as_str()).collect()
+    }
+
+    pub fn peer_of(&self, node: &str) -> &str {
+        self.members
+            .iter()
+            .map(|m| m.node.as_str())
+            .find(|n| *n != node)
+            .unwrap_or(node)
+    }
+
+    pub fn daemon(&self, node: &str) -> Result<Daemon> {
+        Ok(self.member(node)?.daemon)
+    }
+
+    /// Starts (or restarts) the echo responder and the daemon on `node`.
+    pub fn start_node(&mut self, node: &str) -> Result<()> {
+        let lab = self.lab;
+        let setup = self.setup.clone();
+        let peer = self.peer_of(node).to_string();
+        let member = self.member_mut(node)?;
+        if member.echo.as_ref().is_none_or(|p| !lab.is_running(p)) {
+            let bind = SocketAddr::new(setup.vip(), probe::PORT).to_string();
+            member.echo = Some(lab.spawn(
+                node,
+                "labecho",
+                find_bin("labecho")?,
+                &["--name", node, "--bind", &bind],
+                &[],
+            )?);
+        }
+        match &mut member.runner {
+            None => {
+                member.runner = Some(match member.daemon {
+                    Daemon::Directord => Runner::Directord(Directord::start(
+                        lab,
+                        node,
+                        Some(&peer),
+                        &setup,
+                        member.priority,
+                    )?),
+                    Daemon::Keepalived => Runner::Keepalived(Keepalived::start(
+                        lab,
+                        node,
+                        Some(&peer),
+                        &setup,
+                        member.priority,
+                    )?),
+                })
+            }
+            Some(Runner::Directord(d)) => d.restart(lab)?,
+            Some(Runner::Keepalived(k)) => k.restart(lab)?,
+        }
+        Ok(())
+    }
+
+    /// The directord on `node`.
+    pub fn directord(&self, node: &str) -> Result<&Directord> {
+        match &self.member(node)?.runner {
+            Some(Runner::Directord(d)) => Ok(d),
+            _ => bail!("{node} does not run directord"),
+        }
+    }
+
+    /// The daemon's process on `node`.
+    pub fn daemon_proc(&self, node: &str) -> Result<&Proc> {
+        match &self.member(node)?.runner {
+            Some(Runner::Directord(d)) => d.proc(),
+            Some(Runner::Keepalived(k)) => k.proc(),
+            None => None,
+        }
+        .with_context(|| format!("no daemon started on {node}"))
+    }
+
+    /// `kill -9` of the daemon only: the VIP stays configured on the node.
+    pub fn kill9(&self, node: &str) -> Result<()> {
+        self.lab.kill9(self.daemon_proc(node)?)
+    }
+
+    /// The director fails: `kill -9` of the daemon and of the service it fronts (the echo
+    /// responder), so the client gets no answer from it until the peer takes over.
+    pub fn crash(&self, node: &str) -> Result<()> {
+        let m = self.member(node)?;
+        // Both at once, echo first: the client must not be answered after the daemon died.
+        if let Some(echo) = &m.echo {
+            self.lab.kill9(echo)?;
+        }
+        self.kill9(node)
+    }
+
+    /// SIGTERM of the daemon: a clean step-down.
+    pub fn terminate(&self, node: &str) -> Result<()> {
+        match &self.member(node)?.runner {
+            Some(Runner::Directord(d)) => d.terminate(self.lab),
+            Some(Runner::Keepalived(k)) => k.terminate(self.lab),
+            None => bail!("no daemon started on {node}"),
+        }
+    }
+
+    /// Which directors hold the VIP now.
+    pub fn holders(&self) -> Result<Vec<String>> {
+        self.lab.holders(&self.nodes(), self.setup.vip())
+    }
+
+    /// Waits until `node` holds the VIP (the other may still hold a stale copy).
+    pub fn wait_holds(&self, node: &str, timeout: Duration) -> Result<Duration> {
+        let vip = self.setup.vip();
+        wait::value(timeout, &format!("{node} to hold {vip}"), || {
+            Ok(self.lab.holds(node, vip)?.then_some(()))
+        })
+        .map(|(_, t)| t)
+    }
+
+    /// Waits until `node` no longer holds the VIP.
+    pub fn wait_released(&self, node: &str, timeout: Duration) -> Result<Duration> {
+        let vip = self.setup.vip();
+        wait::value(timeout, &format!("{node} to release {vip}"), || {
+            Ok((!self.lab.holds(node, vip)?).then_some(()))
+        })
+        .map(|(_, t)| t)
+    }
+
+    /// Waits until `node` is the only holder of the VIP and, where directord runs, the
+    /// roles say so (active there, standby on the peer).
+    pub fn wait_converged(&self, node: &str, timeout: Duration) -> Result<Duration> {
+        let what = format!("{node} to be the only holder of {}", self.setup.vip());
+        let mut last = String::new();
+        let r = wait::value(timeout, &what, || {
+            let holders = self.holders()?;
+            last = format!("holders {holders:?}");
+            if holders != [node] {
+                return Ok(None);
+            }
+            for m in &self.members {
+                if let Some(Runner::Directord(d)) = &m.runner {
+                    let want = if m.node == node { "active" } else { "standby" };
+                    let role = d.role()?;
+                    last = format!("holders {holders:?}, {} role {role}", m.node);
+                    if role != want {
+                        return Ok(None);
+                    }
+                }
+            }
+            Ok(Some(()))
+        });
+        r.map(|(_, t)| t).with_context(|| format!("last seen: {last}"))
+    }
+
+    /// Samples both directors over `window`: exactly one, and always `node`, holds the
+    /// VIP. Returns the number of samples.
+    pub fn assert_sole_holder_for(&self, node: &str, window: Duration) -> Result<usize> {
+        wait::holds_for(window, || {
+            let holders = self.holders()?;
+            Ok((holders != [node]).then(|| format!("VIP held by {holders:?}, expected only {node}")))
+        })
+    }
+
+    /// Starts a probe from the client to VIP:7 and waits until it is answered.
+    pub fn probe(&self) -> Result<Probe> {
+        let target = SocketAddr::new(self.setup.vip(), probe::PORT);
+        let p = Probe::start_in(self.lab, "client", target, probe::INTERVAL)?;
+        wait::until(Duration::from_secs(10), "the probe to be answered", || {
+            Ok(p.last_reply().is_some())
+        })?;
+        Ok(p)
+    }
+
+    /// Waits until replies to the probe after `since_us` come from `node`.
+    pub fn wait_answered_by(&self, probe: &Probe, node: &str, since_us: u64, timeout: Duration) -> Result<()> {
+        let mut last = None;
+        wait::until(timeout, &format!("the client to be answered by {node}"), || {
+            last = probe.answered_since(since_us);
+            Ok(last.as_deref() == Some(node))
+        })
+        .with_context(|| format!("last answer from {last:?}"))
+    }
+
+    /// The client's neighbour entry for the VIP is the MAC of `node`.
+    pub fn wait_client_neighbour(&self, node: &str, timeout: Duration) -> Result<()> {
+        let mac = self.lab.mac(node)?;
+        let vip = self.setup.vip();
+        let mut last = None;
+        wait::until(timeout, &format!("client's neighbour entry for {vip} to be {node} ({mac})"), || {
+            last = self.lab.neighbour("client", vip)?;
+            Ok(last.as_ref().and_then(|n| n.mac.as_deref()) == Some(mac.as_str()))
+        })
+        .with_context(|| format!("last entry {last:?}"))
+    }
+}
