@@ -134,13 +134,13 @@ pub fn start(
             info!(?changes, "removed VIPs left from an earlier run")
         }
         Ok(_) => {}
-        Err(e) => warn!(error = %e, "could not clear stale VIPs at start"),
+        Err(e) => warn!(error = %chain(&e), "could not clear stale VIPs at start"),
     }
     let failover = heartbeat::vrrp::spawn(vrrp_config(&config))?;
     let link = match vipmgr::watch_link(&config.failover.interface) {
         Ok(rx) => Some(rx),
         Err(e) => {
-            warn!(interface = %config.failover.interface, error = %e, "cannot watch link state");
+            warn!(interface = %config.failover.interface, error = %chain(&e), "cannot watch link state");
             None
         }
     };
@@ -152,6 +152,13 @@ pub fn start(
         role: Role::Standby,
         announcer: None,
     };
+    if let Some(rx) = &link {
+        // The watch only reports changes: a link already down at start counts too.
+        if *rx.borrow() != vipmgr::LinkState::Up {
+            warn!(interface = %sup.config.failover.interface, "link is not up at start");
+            let _ = sup.failover.commands.send(Command::LinkDown);
+        }
+    }
     let task = tokio::spawn(sup.run(rx, link, cancel));
     Ok((SupervisorHandle { tx }, task))
 }
@@ -221,7 +228,7 @@ impl Supervisor {
         let vips = vips_of(&self.config);
         match self.addresses.reconcile(&vips, &vips) {
             Ok(changes) => info!(?changes, "VIPs held"),
-            Err(e) => error!(error = %e, "could not add the VIPs"),
+            Err(e) => error!(error = %chain(&e), "could not add the VIPs"),
         }
         if let Some(a) = self.announcer.take() {
             a.abort();
@@ -235,7 +242,7 @@ impl Supervisor {
                 let cfg = cfg.clone();
                 bursts.spawn(async move {
                     if let Err(e) = vipmgr::announce(&vip, &cfg).await {
-                        warn!(vip = %vip, error = %e, "announcement failed");
+                        warn!(vip = %vip, error = %chain(&e), "announcement failed");
                     }
                 });
             }
@@ -247,7 +254,7 @@ impl Supervisor {
                     tick.tick().await;
                     for vip in &vips {
                         if let Err(e) = vipmgr::announce_once(vip) {
-                            warn!(vip = %vip, error = %e, "refresh announcement failed");
+                            warn!(vip = %vip, error = %chain(&e), "refresh announcement failed");
                         }
                     }
                 }
@@ -264,7 +271,7 @@ impl Supervisor {
         match self.addresses.reconcile(&[], &vips) {
             Ok(changes) if !changes.is_empty() => info!(?changes, "VIPs released"),
             Ok(_) => {}
-            Err(e) => error!(error = %e, "could not remove the VIPs"),
+            Err(e) => error!(error = %chain(&e), "could not remove the VIPs"),
         }
     }
 
@@ -366,13 +373,13 @@ impl Supervisor {
         if self.role == Role::Active {
             match self.addresses.reconcile(&new_vips, &managed) {
                 Ok(changes) => info!(?changes, "reload applied to the VIPs"),
-                Err(e) => error!(error = %e, "reload: could not apply the VIPs"),
+                Err(e) => error!(error = %chain(&e), "reload: could not apply the VIPs"),
             }
             if old_vips != new_vips {
                 self.acquire().await;
             }
         } else if let Err(e) = self.addresses.reconcile(&[], &managed) {
-            error!(error = %e, "reload: could not clear the VIPs");
+            error!(error = %chain(&e), "reload: could not clear the VIPs");
         }
         let msg = if applied.is_empty() {
             "reloaded: no change".to_string()
@@ -410,3 +417,15 @@ impl Supervisor {
     }
 }
 
+
+/// An error with its causes, "outer: inner: errno".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -6,7 +6,10 @@
 //! driver that runs on its own thread and talks to the supervisor through a
 //! [`role::FailoverHandle`].
 
+pub mod error;
 pub mod role;
+mod sys;
 pub mod vrrp;
 
+pub use error::{Error, PacketError};
 pub use role::{Command, FailoverHandle, Role, Status, Transition};

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
@@ -13,7 +13,13 @@ use crate::lab::{IFACE, Lab, Node, Proc, find_bin, run};
 use crate::vrrp::Setup;
 
 /// The config file of one director of the pair.
-pub fn config(node: &Node, peer: Option<&Node>, setup: &Setup, priority: u8, socket: &str) -> String {
+pub fn config(
+    node: &Node,
+    peer: Option<&Node>,
+    setup: &Setup,
+    priority: u8,
+    socket: &str,
+) -> String {
     let peers = match (setup.unicast, peer) {
         (true, Some(p)) if setup.ipv6 => format!("[\"{}\"]", p.ipv6),
         (true, Some(p)) => format!("[\"{}\"]", p.ipv4),
@@ -68,14 +74,28 @@ pub struct Directord {
 impl Directord {
     /// Writes the config, checks it with `--check-config`, starts the daemon and waits
     /// until its control socket answers.
-    pub fn start(lab: &Lab, node: &str, peer: Option<&str>, setup: &Setup, priority: u8) -> Result<Directord> {
+    pub fn start(
+        lab: &Lab,
+        node: &str,
+        peer: Option<&str>,
+        setup: &Setup,
+        priority: u8,
+    ) -> Result<Directord> {
         let n = lab.node(node);
         let socket = lab.path(&format!("{node}-directord.sock"));
-        let text = config(n, peer.map(|p| lab.node(p)), setup, priority, &socket.to_string_lossy());
+        let text = config(
+            n,
+            peer.map(|p| lab.node(p)),
+            setup,
+            priority,
+            &socket.to_string_lossy(),
+        );
         let path = lab.path(&format!("{node}-directord.toml"));
         fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        run(Command::new(find_bin("directord")?).arg("--check-config").arg(&path))
-            .with_context(|| format!("directord --check-config {}", path.display()))?;
+        run(Command::new(find_bin("directord")?)
+            .arg("--check-config")
+            .arg(&path))
+        .with_context(|| format!("directord --check-config {}", path.display()))?;
         let mut d = Directord {
             node: node.to_string(),
             config: path,
@@ -104,12 +124,27 @@ impl Directord {
             &[("RUST_LOG", &rust_log)],
         )?;
         self.proc = Some(proc.clone());
-        crate::wait::until(Duration::from_secs(10), "directord control socket", || {
+        // Poll the control socket; a daemon that exits fails at once.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
             if !lab.is_running(&proc) {
-                bail!("directord on {} exited; see {}", self.node, proc.log.display());
+                bail!(
+                    "directord on {} exited at start: {}",
+                    self.node,
+                    crate::lab::tail(&proc.log, 20)
+                );
             }
-            Ok(self.status().is_ok())
-        })
+            match self.status() {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(e.context(format!(
+                        "directord on {} does not answer on its socket",
+                        self.node
+                    )));
+                }
+                Err(_) => std::thread::sleep(crate::wait::POLL),
+            }
+        }
     }
 
     pub fn proc(&self) -> Option<&Proc> {
@@ -158,7 +193,10 @@ impl Directord {
         lab.signal(proc, Signal::SIGTERM)?;
         let status = lab.wait_exit(proc, Duration::from_secs(10))?;
         if !status.success() {
-            bail!("directord on {} exited with {status} after SIGTERM", self.node);
+            bail!(
+                "directord on {} exited with {status} after SIGTERM",
+                self.node
+            );
         }
         Ok(())
     }

@@ -69,7 +69,13 @@ pub struct Keepalived {
 }
 
 impl Keepalived {
-    pub fn start(lab: &Lab, node: &str, peer: Option<&str>, setup: &Setup, priority: u8) -> Result<Keepalived> {
+    pub fn start(
+        lab: &Lab,
+        node: &str,
+        peer: Option<&str>,
+        setup: &Setup,
+        priority: u8,
+    ) -> Result<Keepalived> {
         let n = lab.node(node);
         let text = config(n, peer.map(|p| lab.node(p)), setup, priority);
         let path = lab.path(&format!("{node}-keepalived.conf"));

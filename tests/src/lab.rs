@@ -300,7 +300,15 @@ impl Lab {
             "netns",
             ns,
         ]))?;
-        run(Command::new("ip").args(["-n", &self.switch_ns, "link", "set", port, "master", "br0"]))?;
+        run(Command::new("ip").args([
+            "-n",
+            &self.switch_ns,
+            "link",
+            "set",
+            port,
+            "master",
+            "br0",
+        ]))?;
         run(Command::new("ip").args(["-n", &self.switch_ns, "link", "set", port, "up"]))?;
         let v4 = format!("{}/{PREFIX4}", node.ipv4);
         let v6 = format!("{}/{PREFIX6}", node.ipv6);
@@ -331,9 +339,17 @@ impl Lab {
 
     /// Runs a command in a node (`ip netns exec`) to completion; returns stdout, fails with
     /// stderr when the command fails.
-    pub fn exec<S: AsRef<std::ffi::OsStr>>(&self, node: &str, program: S, args: &[&str]) -> Result<String> {
+    pub fn exec<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        node: &str,
+        program: S,
+        args: &[&str],
+    ) -> Result<String> {
         let ns = &self.node(node).ns;
-        run(Command::new("ip").args(["netns", "exec", ns]).arg(program).args(args))
+        run(Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(program)
+            .args(args))
     }
 
     /// Starts a long-running process in a node; stdout and stderr go to
@@ -408,7 +424,11 @@ impl Lab {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                bail!("{} on {} still running after {timeout:?}", proc.label, proc.node);
+                bail!(
+                    "{} on {} still running after {timeout:?}",
+                    proc.label,
+                    proc.node
+                );
             }
             thread::sleep(Duration::from_millis(10));
         }
@@ -478,15 +498,18 @@ impl Lab {
         } else {
             serde_json::from_str(&json).context("parsing ip -j neigh")?
         };
-        Ok(entries.as_array().and_then(|e| e.first()).map(|e| Neighbour {
-            mac: e["lladdr"].as_str().map(str::to_string),
-            state: e["state"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect(),
-        }))
+        Ok(entries
+            .as_array()
+            .and_then(|e| e.first())
+            .map(|e| Neighbour {
+                mac: e["lladdr"].as_str().map(str::to_string),
+                state: e["state"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect(),
+            }))
     }
 
     /// The MAC of the node's `eth0`, as the kernel reports it.
@@ -525,7 +548,11 @@ impl Lab {
         }
         let mut logs: Vec<_> = seen.into_keys().collect();
         logs.sort();
-        eprintln!("==== lab {} failed; files kept in {} ====", self.id, self.dir.display());
+        eprintln!(
+            "==== lab {} failed; files kept in {} ====",
+            self.id,
+            self.dir.display()
+        );
         for log in logs {
             eprintln!("---- {} (last 150 lines) ----", log.display());
             eprintln!("{}", tail(&log, 150));
@@ -634,4 +661,28 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&buf);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Runs one lab test: skips (saying so) when not root, builds the lab with `build`, runs
+/// `body`; when `body` fails, prints the lab's logs, keeps its files and panics with the
+/// whole error chain.
+pub fn test(
+    name: &str,
+    build: impl FnOnce() -> Result<Lab>,
+    body: impl FnOnce(&Lab) -> Result<()>,
+) {
+    if !is_root_or_skip(name) {
+        return;
+    }
+    let lab = match build() {
+        Ok(lab) => lab,
+        Err(e) => panic!("{name}: building the lab: {e:#}"),
+    };
+    let started = Instant::now();
+    if let Err(e) = body(&lab) {
+        lab.mark_failed();
+        drop(lab);
+        panic!("{name}: {e:#}");
+    }
+    eprintln!("{name}: passed in {:.1}s", started.elapsed().as_secs_f64());
 }

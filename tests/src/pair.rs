@@ -109,7 +109,7 @@ impl<'a> Pair<'a> {
             .iter()
             .map(|m| m.node.as_str())
             .find(|n| *n != node)
-            .unwrap_or(node)
+            .expect("a pair has two members")
     }
 
     pub fn daemon(&self, node: &str) -> Result<Daemon> {
@@ -246,7 +246,8 @@ impl<'a> Pair<'a> {
             }
             Ok(Some(()))
         });
-        r.map(|(_, t)| t).with_context(|| format!("last seen: {last}"))
+        r.map(|(_, t)| t)
+            .with_context(|| format!("last seen: {last}"))
     }
 
     /// Samples both directors over `window`: exactly one, and always `node`, holds the
@@ -254,7 +255,8 @@ impl<'a> Pair<'a> {
     pub fn assert_sole_holder_for(&self, node: &str, window: Duration) -> Result<usize> {
         wait::holds_for(window, || {
             let holders = self.holders()?;
-            Ok((holders != [node]).then(|| format!("VIP held by {holders:?}, expected only {node}")))
+            Ok((holders != [node])
+                .then(|| format!("VIP held by {holders:?}, expected only {node}")))
         })
     }
 
@@ -269,12 +271,22 @@ impl<'a> Pair<'a> {
     }
 
     /// Waits until replies to the probe after `since_us` come from `node`.
-    pub fn wait_answered_by(&self, probe: &Probe, node: &str, since_us: u64, timeout: Duration) -> Result<()> {
+    pub fn wait_answered_by(
+        &self,
+        probe: &Probe,
+        node: &str,
+        since_us: u64,
+        timeout: Duration,
+    ) -> Result<()> {
         let mut last = None;
-        wait::until(timeout, &format!("the client to be answered by {node}"), || {
-            last = probe.answered_since(since_us);
-            Ok(last.as_deref() == Some(node))
-        })
+        wait::until(
+            timeout,
+            &format!("the client to be answered by {node}"),
+            || {
+                last = probe.answered_since(since_us);
+                Ok(last.as_deref() == Some(node))
+            },
+        )
         .with_context(|| format!("last answer from {last:?}"))
     }
 
@@ -283,10 +295,14 @@ impl<'a> Pair<'a> {
         let mac = self.lab.mac(node)?;
         let vip = self.setup.vip();
         let mut last = None;
-        wait::until(timeout, &format!("client's neighbour entry for {vip} to be {node} ({mac})"), || {
-            last = self.lab.neighbour("client", vip)?;
-            Ok(last.as_ref().and_then(|n| n.mac.as_deref()) == Some(mac.as_str()))
-        })
+        wait::until(
+            timeout,
+            &format!("client's neighbour entry for {vip} to be {node} ({mac})"),
+            || {
+                last = self.lab.neighbour("client", vip)?;
+                Ok(last.as_ref().and_then(|n| n.mac.as_deref()) == Some(mac.as_str()))
+            },
+        )
         .with_context(|| format!("last entry {last:?}"))
     }
 }

@@ -49,7 +49,11 @@ pub fn serve_echo(name: &str, binds: &[SocketAddr]) -> Result<()> {
         SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), PORT),
         SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), PORT),
     ];
-    let binds = if binds.is_empty() { &defaults[..] } else { binds };
+    let binds = if binds.is_empty() {
+        &defaults[..]
+    } else {
+        binds
+    };
     let mut threads = Vec::new();
     for &addr in binds {
         let socket = bind_freebind(addr)?;
@@ -69,7 +73,8 @@ pub fn serve_echo(name: &str, binds: &[SocketAddr]) -> Result<()> {
     }
     eprintln!("labecho {name}: serving on {binds:?}");
     for t in threads {
-        t.join().map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
+        t.join()
+            .map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
     }
     Ok(())
 }
@@ -119,7 +124,12 @@ impl std::fmt::Debug for Probe {
 
 impl Probe {
     /// Starts probing `target` from `node` of the lab.
-    pub fn start_in(lab: &Lab, node: &str, target: SocketAddr, interval: Duration) -> Result<Probe> {
+    pub fn start_in(
+        lab: &Lab,
+        node: &str,
+        target: SocketAddr,
+        interval: Duration,
+    ) -> Result<Probe> {
         let socket = lab
             .in_netns(node, move || {
                 let any: SocketAddr = match target {
@@ -153,50 +163,54 @@ impl Probe {
         });
         let started_unix_ms = unix_ms();
         let s = shared.clone();
-        let sender = thread::Builder::new().name("probe-send".into()).spawn(move || {
-            let mut seq = 0u64;
-            while !s.stop_send.load(Ordering::SeqCst) {
-                // Scheduled from the start, so a late wake-up does not shift later probes.
-                let due = s.start + interval * seq as u32;
-                let now = Instant::now();
-                if due > now {
-                    thread::sleep(due - now);
+        let sender = thread::Builder::new()
+            .name("probe-send".into())
+            .spawn(move || {
+                let mut seq = 0u64;
+                while !s.stop_send.load(Ordering::SeqCst) {
+                    // Scheduled from the start, so a late wake-up does not shift later probes.
+                    let due = s.start + interval * seq as u32;
+                    let now = Instant::now();
+                    if due > now {
+                        thread::sleep(due - now);
+                    }
+                    lock(&s.samples).push(Sample {
+                        seq,
+                        sent_us: s.now_us(),
+                        reply_us: None,
+                        node: None,
+                    });
+                    // While the VIP moves, sends may fail (no neighbour yet); that is a loss.
+                    let _ = socket.send_to(seq.to_string().as_bytes(), target);
+                    seq += 1;
                 }
-                lock(&s.samples).push(Sample {
-                    seq,
-                    sent_us: s.now_us(),
-                    reply_us: None,
-                    node: None,
-                });
-                // While the VIP moves, sends may fail (no neighbour yet); that is a loss.
-                let _ = socket.send_to(seq.to_string().as_bytes(), target);
-                seq += 1;
-            }
-        })?;
+            })?;
         let s = shared.clone();
-        let receiver = thread::Builder::new().name("probe-recv".into()).spawn(move || {
-            let mut buf = [0u8; 512];
-            while !s.stop_recv.load(Ordering::SeqCst) {
-                let Ok((n, _)) = rx.recv_from(&mut buf) else {
-                    continue;
-                };
-                let now = s.now_us();
-                let text = String::from_utf8_lossy(&buf[..n]);
-                let Some((node, seq)) = text.trim().rsplit_once(' ') else {
-                    continue;
-                };
-                let Ok(seq) = seq.parse::<usize>() else {
-                    continue;
-                };
-                let mut samples = lock(&s.samples);
-                if let Some(sample) = samples.get_mut(seq)
-                    && sample.reply_us.is_none()
-                {
-                    sample.reply_us = Some(now);
-                    sample.node = Some(node.to_string());
+        let receiver = thread::Builder::new()
+            .name("probe-recv".into())
+            .spawn(move || {
+                let mut buf = [0u8; 512];
+                while !s.stop_recv.load(Ordering::SeqCst) {
+                    let Ok((n, _)) = rx.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let now = s.now_us();
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    let Some((node, seq)) = text.trim().rsplit_once(' ') else {
+                        continue;
+                    };
+                    let Ok(seq) = seq.parse::<usize>() else {
+                        continue;
+                    };
+                    let mut samples = lock(&s.samples);
+                    if let Some(sample) = samples.get_mut(seq)
+                        && sample.reply_us.is_none()
+                    {
+                        sample.reply_us = Some(now);
+                        sample.node = Some(node.to_string());
+                    }
                 }
-            }
-        })?;
+            })?;
         Ok(Probe {
             shared,
             interval,
@@ -244,8 +258,8 @@ impl Probe {
     /// replies may still be in flight).
     pub fn stop(self) -> Report {
         self.shared.stop_send.store(true, Ordering::SeqCst);
-        let _ = self.sender.join();
         let end_us = self.now_us();
+        let _ = self.sender.join();
         thread::sleep(Duration::from_millis(200));
         self.shared.stop_recv.store(true, Ordering::SeqCst);
         let _ = self.receiver.join();
@@ -374,9 +388,19 @@ impl Report {
 
     /// The nodes that answered after `from_us`, in order of their first answer.
     pub fn answered_after(&self, from_us: u64) -> Vec<String> {
+        self.answered_between(from_us, u64::MAX)
+    }
+
+    /// Who answered in [from_us, to_us], as a sequence of changes: the node that answered
+    /// last before `from_us` first (when there is one), then each change of node.
+    pub fn answered_between(&self, from_us: u64, to_us: u64) -> Vec<String> {
+        let arrivals = self.arrivals();
         let mut out: Vec<String> = Vec::new();
-        for (t, node) in self.arrivals() {
-            if t >= from_us && !out.iter().any(|n| n == node) {
+        if let Some((_, before)) = arrivals.iter().rev().find(|(t, _)| *t < from_us) {
+            out.push(before.to_string());
+        }
+        for (t, node) in arrivals {
+            if t >= from_us && t <= to_us && out.last().is_none_or(|n| n != node) {
                 out.push(node.to_string());
             }
         }
@@ -459,7 +483,7 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!((t[0].node.as_str(), t[0].replies), ("d1", 2));
         assert_eq!((t[1].node.as_str(), t[1].replies), ("d2", 2));
-        assert_eq!(r.answered_after(20_000), vec!["d2".to_string()]);
+        assert_eq!(r.answered_between(20_000, 60_000), vec!["d1", "d2"]);
     }
 
     #[test]

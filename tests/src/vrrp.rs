@@ -66,7 +66,9 @@ impl Setup {
 
     /// RFC 5798 Master_Down_Interval for a backup of `priority`: 3 adverts plus skew.
     pub fn master_down(&self, priority: u8) -> Duration {
-        let skew = self.advert.mul_f64(f64::from(256 - u32::from(priority)) / 256.0);
+        let skew = self
+            .advert
+            .mul_f64(f64::from(256 - u32::from(priority)) / 256.0);
         self.advert * 3 + skew
     }
 

@@ -32,7 +32,9 @@ pub fn value<T>(
         }
         if Instant::now() >= deadline {
             match last_err {
-                Some(e) => bail!("timed out after {timeout:?} waiting for {what} (last error: {e:#})"),
+                Some(e) => {
+                    bail!("timed out after {timeout:?} waiting for {what} (last error: {e:#})")
+                }
                 None => bail!("timed out after {timeout:?} waiting for {what}"),
             }
         }
@@ -42,7 +44,10 @@ pub fn value<T>(
 
 /// Checks that `check` holds on every sample over `window`; fails on the first sample
 /// where it does not, with the message `check` gives.
-pub fn holds_for(window: Duration, mut check: impl FnMut() -> Result<Option<String>>) -> Result<usize> {
+pub fn holds_for(
+    window: Duration,
+    mut check: impl FnMut() -> Result<Option<String>>,
+) -> Result<usize> {
     let deadline = Instant::now() + window;
     let mut samples = 0;
     loop {

@@ -118,7 +118,7 @@ impl fmt::Display for Vip {
 }
 
 /// Interface names as the kernel's `dev_valid_name` accepts them.
-fn valid_ifname(name: &str) -> bool {
+pub(crate) fn valid_ifname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_IFNAME_LEN
         && name != "."
@@ -201,11 +201,10 @@ impl AddressManager {
             .map_err(fail)?
             .ok_or_else(|| fail(io::Error::from_raw_os_error(libc::ENODEV)))?;
         let request = ifaddrmsg(vip, &link, true).map_err(fail)?;
-        match self.rtnl.request(
-            Rtm::Newaddr,
-            NlmF::CREATE | NlmF::EXCL | NlmF::ACK,
-            request,
-        ) {
+        match self
+            .rtnl
+            .request(Rtm::Newaddr, NlmF::CREATE | NlmF::EXCL | NlmF::ACK, request)
+        {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 // IPv6 answers EEXIST for the same address with another prefix
@@ -256,7 +255,8 @@ impl AddressManager {
     /// Brings the kernel to `desired`: adds every desired VIP that is missing and
     /// removes every `managed` VIP that is held but no longer desired. Addresses
     /// named in neither list are left alone. A second call with the same lists
-    /// changes nothing.
+    /// changes nothing. VIPs are compared by address, prefix length and
+    /// interface: a label change alone is not applied.
     ///
     /// One failing VIP does not stop the others: everything that can be applied
     /// is, and the failures come back together in [`Error::Reconcile`] with what
@@ -442,7 +442,9 @@ mod tests {
     #[test]
     fn validate_accepts_ordinary_vips() {
         vip("192.0.2.100", 24, "eth0").validate().expect("v4");
-        vip("192.0.2.100", 32, "bond0.100").validate().expect("v4/32");
+        vip("192.0.2.100", 32, "bond0.100")
+            .validate()
+            .expect("v4/32");
         vip("2001:db8::1", 128, "eth0").validate().expect("v6");
         let mut labelled = vip("192.0.2.100", 24, "eth0");
         labelled.label = Some("eth0:web".into());

@@ -91,6 +91,20 @@ pub enum Error {
         failed: Vec<Error>,
     },
 
+    /// A frame could not be written (the buffer is too short).
+    #[error("cannot build {protocol} frame: {reason}")]
+    EmitFrame {
+        protocol: &'static str,
+        reason: &'static str,
+    },
+
+    /// A captured frame is not the announcement it should be.
+    #[error("malformed {protocol} frame: {reason}")]
+    ParseFrame {
+        protocol: &'static str,
+        reason: &'static str,
+    },
+
     /// Setting up the link watcher failed.
     #[error("cannot watch interface {interface}")]
     WatchLink {

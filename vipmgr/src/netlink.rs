@@ -6,7 +6,7 @@
 //! Replies are matched on the sequence number: leftovers of an earlier request
 //! that was abandoned half-way are skipped.
 
-use std::{fmt, io, net::IpAddr};
+use std::{fmt, io, net::IpAddr, time::Duration};
 
 use neli::{
     FromBytesWithInput, Size, ToBytes,
@@ -23,8 +23,14 @@ use neli::{
     utils::Groups,
 };
 
+use crate::sys;
+
 /// Longest interface name the kernel accepts (`IFNAMSIZ` - 1).
 pub(crate) const MAX_IFNAME_LEN: usize = 15;
+
+/// The longest a request waits for the kernel's next reply before it fails,
+/// so that a stuck netlink call cannot hold a failover up for ever.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many times a dump that the kernel flagged as interrupted
 /// (`NLM_F_DUMP_INTR`: the table changed under it) is retried.
@@ -87,9 +93,11 @@ impl fmt::Debug for Rtnl {
 }
 
 impl Rtnl {
-    /// Opens a socket bound to no multicast group.
+    /// Opens a socket for requests, bound to no multicast group.
     pub(crate) fn open() -> io::Result<Self> {
-        Self::open_with_groups(Groups::empty())
+        let rtnl = Self::open_with_groups(Groups::empty())?;
+        sys::set_recv_timeout(&rtnl.socket, REPLY_TIMEOUT)?;
+        Ok(rtnl)
     }
 
     /// Opens a socket subscribed to the given rtnetlink groups (`RTNLGRP_*` numbers).

@@ -66,22 +66,24 @@ impl Response {
 
 /// Parses one request line, with an operator-readable error.
 pub fn parse_request(line: &str) -> Result<Request, String> {
+    const COMMANDS: &str = "status, takeover, standby, reload";
     let line = line.trim();
     if line.is_empty() {
         return Err("empty request".into());
     }
-    serde_json::from_str(line).map_err(|e| {
-        let raw: Result<serde_json::Value, _> = serde_json::from_str(line);
-        match raw {
-            Err(_) => format!("request is not JSON: {e}"),
-            Ok(v) => match v.get("command").and_then(|c| c.as_str()) {
-                None => "request lacks a \"command\" string".to_string(),
-                Some(c) => format!(
-                    "bad request for command \"{c}\": {e} (commands: status, takeover, standby, reload)"
-                ),
-            },
-        }
-    })
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("request is not JSON: {e}"))?;
+    let Some(object) = value.as_object() else {
+        return Err("request must be a JSON object like {\"command\":\"status\"}".into());
+    };
+    let Some(command) = object.get("command").and_then(|c| c.as_str()) else {
+        return Err("request lacks a \"command\" string".into());
+    };
+    if let Some(extra) = object.keys().find(|k| *k != "command") {
+        return Err(format!("command \"{command}\" takes no field \"{extra}\""));
+    }
+    serde_json::from_value(value.clone())
+        .map_err(|_| format!("unknown command \"{command}\" (commands: {COMMANDS})"))
 }
 
 #[cfg(test)]

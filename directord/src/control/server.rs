@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -112,9 +112,10 @@ async fn connection(
     let mut buf = Vec::new();
     loop {
         buf.clear();
+        let mut limited = (&mut reader).take(MAX_REQUEST as u64 + 1);
         let n = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            n = (&mut reader).take(MAX_REQUEST as u64 + 1).read_until(b'\n', &mut buf) => n?,
+            n = limited.read_until(b'\n', &mut buf) => n?,
         };
         if n == 0 {
             return Ok(());

@@ -28,7 +28,14 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--target" => target = Some(args.next().context(usage)?.parse().context("bad --target")?),
+            "--target" => {
+                target = Some(
+                    args.next()
+                        .context(usage)?
+                        .parse()
+                        .context("bad --target")?,
+                )
+            }
             "--duration" => duration = parse_duration(&args.next().context(usage)?)?,
             "--interval" => interval = parse_duration(&args.next().context(usage)?)?,
             "--json" => json = true,

@@ -10,7 +10,7 @@
 use std::net::Ipv4Addr;
 
 use pnet_packet::{
-    Packet,
+    MutablePacket, Packet,
     arp::{ArpHardwareTypes, ArpOperations, ArpPacket, MutableArpPacket},
     ethernet::{EtherTypes, EthernetPacket, MutableEthernetPacket},
 };
@@ -41,23 +41,17 @@ impl GratuitousArp {
     /// Writes the frame (Ethernet header included) into the first
     /// [`FRAME_LEN`] bytes of `buf`, zero padding included.
     pub fn emit(&self, buf: &mut [u8]) -> Result<()> {
-        let frame = buf.get_mut(..FRAME_LEN).ok_or(Error::EmitFrame {
-            protocol: "ARP",
-            reason: "buffer shorter than the frame",
-        })?;
-        frame.fill(0);
-        let too_short = Error::EmitFrame {
+        let too_short = || Error::EmitFrame {
             protocol: "ARP",
             reason: "buffer shorter than the frame",
         };
-        let mut eth = MutableEthernetPacket::new(frame).ok_or(too_short)?;
+        let frame = buf.get_mut(..FRAME_LEN).ok_or_else(too_short)?;
+        frame.fill(0);
+        let mut eth = MutableEthernetPacket::new(frame).ok_or_else(too_short)?;
         eth.set_destination(MacAddr::broadcast());
         eth.set_source(self.mac);
         eth.set_ethertype(EtherTypes::Arp);
-        let mut arp = MutableArpPacket::new(eth.payload_mut()).ok_or(Error::EmitFrame {
-            protocol: "ARP",
-            reason: "buffer shorter than the frame",
-        })?;
+        let mut arp = MutableArpPacket::new(eth.payload_mut()).ok_or_else(too_short)?;
         arp.set_hardware_type(ArpHardwareTypes::Ethernet);
         arp.set_protocol_type(EtherTypes::Ipv4);
         arp.set_hw_addr_len(6);
@@ -126,9 +120,10 @@ mod tests {
 
     use super::*;
 
-    /// Captured with `tcpdump -w` on a veth peer while `arping -U -c1 -I veth0
-    /// 192.0.2.100` (iputils 20221126) ran on the other end, MAC 02:00:5e:00:53:01;
-    /// the kernel sent it 42 bytes long, without padding.
+    /// Captured with `tcpdump -w` on the peer of a veth pair in a network
+    /// namespace while `arping -U -c1 -I va 192.0.2.100` (iputils 20221126,
+    /// Debian 12) ran on `va`, MAC 02:00:5e:00:53:01. It went out 42 bytes long,
+    /// without padding.
     const ARPING_U: [u8; 42] = [
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00, 0x5e, 0x00, 0x53, 0x01, 0x08, 0x06, //
         0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, //
