@@ -15,7 +15,11 @@ use tracing::{error, info, warn};
 const EX_CONFIG: u8 = 78;
 
 #[derive(Debug, Parser)]
-#[command(name = "directord", version, about = "High-availability load-balancer director")]
+#[command(
+    name = "directord",
+    version,
+    about = "High-availability load-balancer director"
+)]
 struct Args {
     /// Config file to run with.
     #[arg(long, short = 'c', value_name = "PATH", default_value = config::DEFAULT_CONFIG)]

@@ -170,6 +170,7 @@ impl Supervisor {
         mut link: Option<tokio::sync::watch::Receiver<vipmgr::LinkState>>,
         cancel: CancellationToken,
     ) {
+        let mut requests_open = true;
         loop {
             tokio::select! {
                 biased;
@@ -198,12 +199,12 @@ impl Supervisor {
                     }
                     Err(_) => link = None,
                 },
-                r = requests.recv() => match r {
+                r = requests.recv(), if requests_open => match r {
                     Some((req, reply)) => {
                         let answer = self.on_request(req).await;
                         let _ = reply.send(answer);
                     }
-                    None => {}
+                    None => requests_open = false,
                 },
             }
         }
@@ -238,7 +239,7 @@ impl Supervisor {
             // One burst per VIP, all at once: every VIP's first announcement leaves
             // immediately.
             let mut bursts = tokio::task::JoinSet::new();
-            for vip in vips.iter().cloned() {
+            for vip in vips.clone() {
                 let cfg = cfg.clone();
                 bursts.spawn(async move {
                     if let Err(e) = vipmgr::announce(&vip, &cfg).await {
@@ -416,7 +417,6 @@ impl Supervisor {
         }
     }
 }
-
 
 /// An error with its causes, "outer: inner: errno".
 fn chain(e: &dyn std::error::Error) -> String {

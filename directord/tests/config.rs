@@ -112,8 +112,10 @@ x = 1
     let l = lines(&p);
     let at = |line: usize, col: usize, word: &str| {
         assert!(
-            l.iter().any(|x| x.starts_with(&format!("/etc/directord.toml:{line}:{col}: "))
-                && x.contains(word)),
+            l.iter().any(
+                |x| x.starts_with(&format!("/etc/directord.toml:{line}:{col}: "))
+                    && x.contains(word)
+            ),
             "no problem at {line}:{col} mentioning {word:?} in {l:#?}"
         );
     };
@@ -149,7 +151,10 @@ fn version_two_is_whole_seconds_and_ipv4() {
 #[test]
 fn missing_sections_and_wrong_types() {
     let l = lines(&problems("[node]\nname = \"x\"\n"));
-    assert!(l.iter().any(|x| x.contains("missing section [failover]")), "{l:?}");
+    assert!(
+        l.iter().any(|x| x.contains("missing section [failover]")),
+        "{l:?}"
+    );
     assert!(l.iter().any(|x| x.contains("[[vip]]")), "{l:?}");
     let text = GOOD.replace("priority = 150", "priority = \"high\"");
     let l = lines(&problems(&text));
@@ -176,7 +181,14 @@ weight = 70000
 "
     );
     let l = lines(&problems(&text));
-    for word in ["fastest", "teleport", "start with '/'", "query_name", "10.0.1.11", "weight"] {
+    for word in [
+        "fastest",
+        "teleport",
+        "start with '/'",
+        "query_name",
+        "10.0.1.11",
+        "weight",
+    ] {
         assert!(l.iter().any(|x| x.contains(word)), "{word:?} not in {l:#?}");
     }
 }
@@ -185,20 +197,41 @@ weight = 70000
 fn unknown_failover_protocol() {
     let text = GOOD.replace("\"vrrp\"", "\"carp\"");
     let l = lines(&problems(&text));
-    assert!(l[0].contains("carp") && l[0].starts_with("/etc/directord.toml:5:12"), "{l:?}");
+    assert!(
+        l[0].contains("carp") && l[0].starts_with("/etc/directord.toml:5:12"),
+        "{l:?}"
+    );
 }
 
 #[test]
 fn check_config_exits_0_or_78() {
     let bin = env!("CARGO_BIN_EXE_directord");
     let sample = etc().join("directord.toml");
-    let ok = Command::new(bin).arg("--check-config").arg(&sample).output().expect("runs");
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = Command::new(bin)
+        .arg("--check-config")
+        .arg(&sample)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, GOOD.replace("router_id = 51", "router_id = 0").replace("name = \"lvs1\"", "name = \"lvs1\"\nrole = 1")).expect("write");
-    let out = Command::new(bin).arg("--check-config").arg(&bad).output().expect("runs");
+    std::fs::write(
+        &bad,
+        GOOD.replace("router_id = 51", "router_id = 0")
+            .replace("name = \"lvs1\"", "name = \"lvs1\"\nrole = 1"),
+    )
+    .expect("write");
+    let out = Command::new(bin)
+        .arg("--check-config")
+        .arg(&bad)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:3:1: ", bad.display())), "{err}");

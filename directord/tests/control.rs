@@ -74,7 +74,9 @@ impl Node {
             run("ip", &a);
         };
         exec(&["ip", "link", "set", "lo", "up"]);
-        exec(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
+        exec(&[
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        ]);
         exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", "eth0"]);
         exec(&["ip", "link", "set", "eth0", "up"]);
         exec(&["ip", "link", "set", "peer0", "up"]);
@@ -124,7 +126,9 @@ impl Node {
 
     fn ip_addrs(&self) -> String {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "ip", "-o", "addr", "show", "dev", "eth0"])
+            .args([
+                "netns", "exec", &self.ns, "ip", "-o", "addr", "show", "dev", "eth0",
+            ])
             .output()
             .expect("ip addr");
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -136,7 +140,8 @@ impl Node {
 
     fn call_raw(&self, line: &[u8]) -> Value {
         let mut s = UnixStream::connect(self.socket()).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         s.write_all(line).expect("write");
         let mut answer = String::new();
         BufReader::new(s).read_line(&mut answer).expect("read");
@@ -159,7 +164,9 @@ impl Node {
     }
 
     fn wait_role(&self, role: &str) {
-        wait(Duration::from_secs(10), role, || self.status()["role"] == role);
+        wait(Duration::from_secs(10), role, || {
+            self.status()["role"] == role
+        });
     }
 }
 
@@ -190,20 +197,33 @@ fn status_takeover_standby_and_sigterm() {
     let mut node = Node::start("a");
     // Alone on its link: it becomes master after the master-down interval.
     node.wait_role("active");
-    wait(Duration::from_secs(5), "VIP added", || node.holds("198.51.100.10"));
+    wait(Duration::from_secs(5), "VIP added", || {
+        node.holds("198.51.100.10")
+    });
     let s = node.status();
     assert_eq!(s["node"], "solo");
     assert_eq!(s["state"], "master");
     assert_eq!(s["vips"][0]["held"], true);
-    assert!(s["last_transition"]["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(
+        s["last_transition"]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
 
     let table = node.ctl(&["status"]);
     assert!(table.status.success());
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.contains("ACTIVE") && table.contains("198.51.100.10/24"), "{table}");
+    assert!(
+        table.contains("ACTIVE") && table.contains("198.51.100.10/24"),
+        "{table}"
+    );
 
     let out = node.ctl(&["standby"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!node.holds("198.51.100.10"), "standby must drop the VIP");
     let s = node.status();
     assert_eq!(s["override"], "standby");
@@ -212,7 +232,11 @@ fn status_takeover_standby_and_sigterm() {
     node.wait_role("active");
 
     let out = node.ctl(&["takeover"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = node.status();
     assert_eq!(s["override"], "takeover");
     assert_eq!(s["effective_priority"], 254);
@@ -279,11 +303,17 @@ fn reload_applies_a_valid_file_and_keeps_running_on_a_bad_one() {
     need_root!();
     let node = Node::start("c");
     node.wait_role("active");
-    wait(Duration::from_secs(5), "VIP", || node.holds("198.51.100.10"));
+    wait(Duration::from_secs(5), "VIP", || {
+        node.holds("198.51.100.10")
+    });
 
     // A broken file: refused with file:line:column, nothing changes.
     let good = node.config_text();
-    std::fs::write(node.config(), good.replace("count = 2", "count = 2\ncolor = 1")).expect("w");
+    std::fs::write(
+        node.config(),
+        good.replace("count = 2", "count = 2\ncolor = 1"),
+    )
+    .expect("w");
     let out = node.ctl(&["reload"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -295,8 +325,11 @@ fn reload_applies_a_valid_file_and_keeps_running_on_a_bad_one() {
 
     // SIGHUP with the broken file: still running, still holding.
     let pid = node.status()["pid"].as_u64().expect("pid") as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
-        .expect("HUP");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("HUP");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(node.status()["role"], "active");
 
@@ -304,15 +337,26 @@ fn reload_applies_a_valid_file_and_keeps_running_on_a_bad_one() {
     let two = format!("{good}\n[[vip]]\naddress = \"198.51.100.11/24\"\n");
     std::fs::write(node.config(), two).expect("w");
     let out = node.ctl(&["reload"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(node.holds("198.51.100.11") && node.holds("198.51.100.10"));
 
     // A change that needs a restart is refused whole.
-    std::fs::write(node.config(), good.replace("priority = 100", "priority = 90")).expect("w");
+    std::fs::write(
+        node.config(),
+        good.replace("priority = 100", "priority = 90"),
+    )
+    .expect("w");
     let out = node.ctl(&["reload"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("[failover]"));
-    assert!(node.holds("198.51.100.11"), "refused reload changed nothing");
+    assert!(
+        node.holds("198.51.100.11"),
+        "refused reload changed nothing"
+    );
     assert_eq!(node.status()["priority"], 100);
 }
 

@@ -134,7 +134,11 @@ fn wait_for(socket: &std::path::Path, role: &str) -> anyhow::Result<ExitCode> {
                 "{} is {role} after {} ms; VIPs held: {}",
                 status["node"].as_str().unwrap_or("?"),
                 start.elapsed().as_millis(),
-                if held.is_empty() { "none".to_string() } else { held.join(", ") }
+                if held.is_empty() {
+                    "none".to_string()
+                } else {
+                    held.join(", ")
+                }
             );
             return Ok(ExitCode::SUCCESS);
         }
@@ -220,7 +224,11 @@ fn table(s: &Value) -> String {
                     "{} on {}: {}",
                     v["address"].as_str().unwrap_or("?"),
                     v["interface"].as_str().unwrap_or("?"),
-                    if v["held"].as_bool() == Some(true) { "held" } else { "not held" }
+                    if v["held"].as_bool() == Some(true) {
+                        "held"
+                    } else {
+                        "not held"
+                    }
                 ),
             );
         }

@@ -84,8 +84,7 @@ impl<'a> Collector<'a> {
         if self.problems.is_empty() {
             Ok(())
         } else {
-            self.problems
-                .sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+            self.problems.sort_by_key(|p| (p.line, p.column));
             self.problems.dedup();
             Err(Problems(self.problems))
         }

@@ -16,13 +16,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("\"{text}\" lacks a unit (ms, s, m or h)"))?;
         if digits == 0 {
-            return Err(format!("\"{text}\" is not a duration, expected e.g. \"100ms\" or \"2s\""));
+            return Err(format!(
+                "\"{text}\" is not a duration, expected e.g. \"100ms\" or \"2s\""
+            ));
         }
         let number: f64 = rest[..digits]
             .parse()
             .map_err(|_| format!("\"{text}\" has a malformed number"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let factor_ms = match &rest[..unit_len] {
             "ms" => 1.0,
             "s" => 1_000.0,

@@ -16,8 +16,7 @@ use super::*;
 
 const SECTIONS: &str = "node, failover, announce, control, vip, service";
 const SCHEDULERS: &[&str] = &[
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh",
-    "twos",
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 ];
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Problems> {
@@ -75,7 +74,10 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Problems> {
     let default_if = failover.as_ref().map(|(f, _)| f.interface.clone());
     let vips_ok = validate_vips(&mut c, &vips, default_if.as_deref());
     if !seen_vip_section {
-        c.at(start, "no [[vip]] given: a director needs at least one virtual address");
+        c.at(
+            start,
+            "no [[vip]] given: a director needs at least one virtual address",
+        );
     }
     let services_ok = validate_services(&mut c, services);
 
@@ -113,7 +115,9 @@ fn unreachable_config() -> Config {
     // never does; kept total to avoid a panic path.
     Config {
         path: PathBuf::new(),
-        node: Node { name: String::new() },
+        node: Node {
+            name: String::new(),
+        },
         failover: Failover {
             interface: String::new(),
             priority: 1,
@@ -187,7 +191,6 @@ fn tidy(message: &str) -> String {
         .replace("invalid type: string", "wrong type: a string")
         .replace("invalid type: boolean", "wrong type: a boolean")
         .replace("i64", "an integer")
-        .replace("a string", "a string")
         .replace("struct ", "table ")
 }
 
@@ -218,7 +221,10 @@ fn int_in(c: &mut Collector<'_>, s: &S<i64>, what: &str, lo: i64, hi: i64) -> Op
     if (lo..=hi).contains(&v) {
         Some(v)
     } else {
-        c.at(sp(s), format!("{what} must be between {lo} and {hi}, got {v}"));
+        c.at(
+            sp(s),
+            format!("{what} must be between {lo} and {hi}, got {v}"),
+        );
         None
     }
 }
@@ -233,7 +239,9 @@ fn interface_name(c: &mut Collector<'_>, s: &S<String>) -> String {
     if !ok {
         c.at(
             sp(s),
-            format!("`{name}` is not a valid interface name (1-15 characters, no '/', ':' or spaces)"),
+            format!(
+                "`{name}` is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
+            ),
         );
     }
     name
@@ -243,7 +251,10 @@ fn ip(c: &mut Collector<'_>, s: &S<String>, what: &str) -> Option<IpAddr> {
     match s.get_ref().parse::<IpAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            c.at(sp(s), format!("{what} `{}` is not an IP address", s.get_ref()));
+            c.at(
+                sp(s),
+                format!("{what} `{}` is not an IP address", s.get_ref()),
+            );
             None
         }
     }
@@ -305,15 +316,19 @@ fn validate_failover(
         other => {
             c.at(
                 sp(&f.protocol),
-                format!("unknown failover protocol \"{other}\", expected \"vrrp\" or \"heartbeat\""),
+                format!(
+                    "unknown failover protocol \"{other}\", expected \"vrrp\" or \"heartbeat\""
+                ),
             );
             None
         }
     };
-    let peers_span = f
-        .vrrp
-        .as_ref()
-        .map(|v| v.get_ref().unicast_peers.first().map_or(v.span(), |p| p.span()));
+    let peers_span = f.vrrp.as_ref().map(|v| {
+        v.get_ref()
+            .unicast_peers
+            .first()
+            .map_or(v.span(), |p| p.span())
+    });
     Some((
         Failover {
             interface,
@@ -354,7 +369,10 @@ fn validate_vrrp(c: &mut Collector<'_>, v: &S<raw::Vrrp>) -> Option<Vrrp> {
             peers.push((a, p.span()));
         }
     }
-    let family = peers.first().map(|(a, _)| family_of(a)).unwrap_or(Family::V4);
+    let family = peers
+        .first()
+        .map(|(a, _)| family_of(a))
+        .unwrap_or(Family::V4);
     for (a, span) in &peers {
         if family_of(a) != family {
             c.at(
@@ -467,7 +485,10 @@ fn validate_announce(c: &mut Collector<'_>, a: Option<raw::Announce>) -> Announc
     if let Some(s) = &a.refresh {
         if let Some(d) = duration(c, s) {
             if d < Duration::from_millis(100) && !d.is_zero() {
-                c.at(sp(s), "announce refresh below 100ms would flood the segment");
+                c.at(
+                    sp(s),
+                    "announce refresh below 100ms would flood the segment",
+                );
             }
             out.refresh = (!d.is_zero()).then_some(d);
         }
@@ -487,7 +508,10 @@ fn validate_control(c: &mut Collector<'_>, s: Option<raw::Control>) -> Control {
             c.at(sp(p), "control socket must be an absolute path");
         }
         if p.get_ref().len() >= 108 {
-            c.at(sp(p), "control socket path is longer than a Unix socket allows (107 bytes)");
+            c.at(
+                sp(p),
+                "control socket path is longer than a Unix socket allows (107 bytes)",
+            );
         }
         out.socket = path;
     }
@@ -500,7 +524,11 @@ fn validate_control(c: &mut Collector<'_>, s: Option<raw::Control>) -> Control {
     out
 }
 
-fn validate_vips(c: &mut Collector<'_>, vips: &[S<raw::Vip>], default_if: Option<&str>) -> Vec<Vip> {
+fn validate_vips(
+    c: &mut Collector<'_>,
+    vips: &[S<raw::Vip>],
+    default_if: Option<&str>,
+) -> Vec<Vip> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for v in vips {
@@ -517,7 +545,9 @@ fn validate_vips(c: &mut Collector<'_>, vips: &[S<raw::Vip>], default_if: Option
         let Ok(address) = addr.parse::<IpAddr>() else {
             c.at(
                 sp(&raw.address),
-                format!("VIP `{text}` is not an address with a prefix length (e.g. \"192.0.2.100/24\")"),
+                format!(
+                    "VIP `{text}` is not an address with a prefix length (e.g. \"192.0.2.100/24\")"
+                ),
             );
             continue;
         };
@@ -536,7 +566,10 @@ fn validate_vips(c: &mut Collector<'_>, vips: &[S<raw::Vip>], default_if: Option
             },
         };
         if address.is_unspecified() || address.is_multicast() || address.is_loopback() {
-            c.at(sp(&raw.address), format!("VIP {address} cannot be a virtual address"));
+            c.at(
+                sp(&raw.address),
+                format!("VIP {address} cannot be a virtual address"),
+            );
             continue;
         }
         if !seen.insert(address) {
@@ -561,7 +594,10 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
         let s = s.into_inner();
         let name = s.name.get_ref().clone();
         if name.is_empty() || name.contains(char::is_whitespace) {
-            c.at(sp(&s.name), "service name must be non-empty, without spaces");
+            c.at(
+                sp(&s.name),
+                "service name must be non-empty, without spaces",
+            );
         } else if !names.insert(name.clone()) {
             c.at(sp(&s.name), format!("service name `{name}` is used twice"));
         }
@@ -579,21 +615,29 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
         };
         let target = match (&s.address, &s.fwmark) {
             (Some(a), None) => socket_addr(c, a, "service address").map(ServiceTarget::Address),
-            (None, Some(m)) => {
-                int_in(c, m, "fwmark", 1, i64::from(u32::MAX)).map(|m| ServiceTarget::Fwmark(m as u32))
-            }
+            (None, Some(m)) => int_in(c, m, "fwmark", 1, i64::from(u32::MAX))
+                .map(|m| ServiceTarget::Fwmark(m as u32)),
             (Some(_), Some(m)) => {
-                c.at(sp(m), "a service has either `address` or `fwmark`, not both");
+                c.at(
+                    sp(m),
+                    "a service has either `address` or `fwmark`, not both",
+                );
                 None
             }
             (None, None) => {
-                c.at(Some(span.clone()), format!("service `{name}` needs `address` or `fwmark`"));
+                c.at(
+                    Some(span.clone()),
+                    format!("service `{name}` needs `address` or `fwmark`"),
+                );
                 None
             }
         };
         if let Some(t) = target {
             if !targets.insert((t, protocol)) {
-                c.at(Some(span.clone()), format!("service `{name}` repeats another service's address"));
+                c.at(
+                    Some(span.clone()),
+                    format!("service `{name}` repeats another service's address"),
+                );
             }
         }
         let scheduler = match &s.scheduler {
@@ -602,7 +646,11 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
                 if !SCHEDULERS.contains(&x.get_ref().as_str()) {
                     c.at(
                         sp(x),
-                        format!("unknown scheduler \"{}\", expected one of: {}", x.get_ref(), SCHEDULERS.join(", ")),
+                        format!(
+                            "unknown scheduler \"{}\", expected one of: {}",
+                            x.get_ref(),
+                            SCHEDULERS.join(", ")
+                        ),
                     );
                 }
                 x.get_ref().clone()
@@ -641,13 +689,19 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
                 None
             }
         };
-        let sorry_server = s.sorry_server.as_ref().and_then(|x| socket_addr(c, x, "sorry_server"));
+        let sorry_server = s
+            .sorry_server
+            .as_ref()
+            .and_then(|x| socket_addr(c, x, "sorry_server"));
         let check = s.check.as_ref().and_then(|x| validate_check(c, x));
         let fwmark = matches!(target, Some(ServiceTarget::Fwmark(_)));
         let mut reals = Vec::new();
         let mut seen = HashSet::new();
         if s.real.is_empty() {
-            c.at(Some(span.clone()), format!("service `{name}` has no [[service.real]]"));
+            c.at(
+                Some(span.clone()),
+                format!("service `{name}` has no [[service.real]]"),
+            );
         }
         for r in &s.real {
             let r = r.get_ref();
@@ -668,11 +722,17 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
             };
             if let Some(a) = address {
                 if !seen.insert(a) {
-                    c.at(sp(&r.address), format!("real server {a} is listed twice in `{name}`"));
+                    c.at(
+                        sp(&r.address),
+                        format!("real server {a} is listed twice in `{name}`"),
+                    );
                 }
                 if let Some(ServiceTarget::Address(v)) = target {
                     if v.is_ipv4() != a.is_ipv4() && forward != Some(Forward::Tun) {
-                        c.at(sp(&r.address), "real server and service are of different address families");
+                        c.at(
+                            sp(&r.address),
+                            "real server and service are of different address families",
+                        );
                     }
                 }
                 if let Some(w) = weight {
@@ -705,11 +765,20 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
 
 fn validate_check(c: &mut Collector<'_>, s: &S<raw::Check>) -> Option<Check> {
     let k = s.get_ref();
-    let interval = k.interval.as_ref().map_or(Some(Duration::from_secs(5)), |d| duration(c, d));
-    let timeout = k.timeout.as_ref().map_or(Some(Duration::from_secs(3)), |d| duration(c, d));
+    let interval = k
+        .interval
+        .as_ref()
+        .map_or(Some(Duration::from_secs(5)), |d| duration(c, d));
+    let timeout = k
+        .timeout
+        .as_ref()
+        .map_or(Some(Duration::from_secs(3)), |d| duration(c, d));
     if let (Some(i), Some(t)) = (interval, timeout) {
         if i.is_zero() {
-            c.at(k.interval.as_ref().and_then(sp), "check interval must be above zero");
+            c.at(
+                k.interval.as_ref().and_then(sp),
+                "check interval must be above zero",
+            );
         }
         if t.is_zero() || t > i {
             c.at(
@@ -718,8 +787,14 @@ fn validate_check(c: &mut Collector<'_>, s: &S<raw::Check>) -> Option<Check> {
             );
         }
     }
-    let rise = k.rise.as_ref().map_or(Some(1), |r| int_in(c, r, "rise", 1, 100));
-    let fall = k.fall.as_ref().map_or(Some(1), |r| int_in(c, r, "fall", 1, 100));
+    let rise = k
+        .rise
+        .as_ref()
+        .map_or(Some(1), |r| int_in(c, r, "rise", 1, 100));
+    let fall = k
+        .fall
+        .as_ref()
+        .map_or(Some(1), |r| int_in(c, r, "fall", 1, 100));
     let connect_ip = k.connect_ip.as_ref().and_then(|x| ip(c, x, "connect_ip"));
     let connect_port = k
         .connect_port
@@ -739,13 +814,25 @@ fn validate_check(c: &mut Collector<'_>, s: &S<raw::Check>) -> Option<Check> {
         }
         "http" | "https" => {
             allowed.extend(["method", "path", "host", "expect_status", "expect_body"]);
-            let method = k.method.as_ref().map_or("GET".to_string(), |m| m.get_ref().to_uppercase());
+            let method = k
+                .method
+                .as_ref()
+                .map_or("GET".to_string(), |m| m.get_ref().to_uppercase());
             if method != "GET" && method != "HEAD" {
-                c.at(k.method.as_ref().and_then(sp), "http method must be GET or HEAD");
+                c.at(
+                    k.method.as_ref().and_then(sp),
+                    "http method must be GET or HEAD",
+                );
             }
-            let path = k.path.as_ref().map_or("/".to_string(), |p| p.get_ref().clone());
+            let path = k
+                .path
+                .as_ref()
+                .map_or("/".to_string(), |p| p.get_ref().clone());
             if !path.starts_with('/') {
-                c.at(k.path.as_ref().and_then(sp), "http path must start with '/'");
+                c.at(
+                    k.path.as_ref().and_then(sp),
+                    "http path must start with '/'",
+                );
             }
             let expect_status = match &k.expect_status {
                 None => vec![(200, 299)],
@@ -766,7 +853,10 @@ fn validate_check(c: &mut Collector<'_>, s: &S<raw::Check>) -> Option<Check> {
             match &k.query_name {
                 Some(n) => Some(CheckKind::Dns {
                     query_name: n.get_ref().clone(),
-                    query_type: k.query_type.as_ref().map_or("A".into(), |t| t.get_ref().to_uppercase()),
+                    query_type: k
+                        .query_type
+                        .as_ref()
+                        .map_or("A".into(), |t| t.get_ref().to_uppercase()),
                 }),
                 None => {
                     c.at(sp(&k.kind), "a dns check needs query_name");
@@ -810,7 +900,10 @@ fn validate_check(c: &mut Collector<'_>, s: &S<raw::Check>) -> Option<Check> {
     if kind.is_some() {
         for (name, span) in options {
             if span.is_some() && !allowed.contains(&name) {
-                c.at(span, format!("`{name}` does not apply to a {kind_name} check"));
+                c.at(
+                    span,
+                    format!("`{name}` does not apply to a {kind_name} check"),
+                );
             }
         }
     }

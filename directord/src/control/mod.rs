@@ -92,11 +92,19 @@ mod tests {
 
     #[test]
     fn requests_round_trip() {
-        for r in [Request::Status, Request::Takeover, Request::Standby, Request::Reload] {
+        for r in [
+            Request::Status,
+            Request::Takeover,
+            Request::Standby,
+            Request::Reload,
+        ] {
             let line = serde_json::to_string(&r).expect("serializes");
             assert_eq!(parse_request(&line), Ok(r));
         }
-        assert_eq!(parse_request(r#"{"command":"status"}"#), Ok(Request::Status));
+        assert_eq!(
+            parse_request(r#"{"command":"status"}"#),
+            Ok(Request::Status)
+        );
     }
 
     #[test]

@@ -50,7 +50,10 @@ impl ControlSocket {
         let listener = UnixListener::bind(path)
             .with_context(|| format!("cannot bind control socket {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-        let gid = nix::unistd::Group::from_name(group).ok().flatten().map(|g| g.gid);
+        let gid = nix::unistd::Group::from_name(group)
+            .ok()
+            .flatten()
+            .map(|g| g.gid);
         if let Some(gid) = gid {
             nix::unistd::chown(path, None, Some(gid))
                 .with_context(|| format!("cannot give {} to group {group}", path.display()))?;
@@ -58,7 +61,10 @@ impl ControlSocket {
                 let _ = nix::unistd::chown(dir, None, Some(gid));
             }
         } else {
-            debug!(group, "control group does not exist; the socket is for root only");
+            debug!(
+                group,
+                "control group does not exist; the socket is for root only"
+            );
         }
         Ok(Self {
             listener,
