@@ -103,7 +103,11 @@ pub enum PacketError {
     Type(u8),
     /// Address family of the IP header does not fit (v2 over IPv6, mixed src/dst).
     #[error("VRRP version {version} cannot be carried between {src} and {dst}")]
-    Family { version: u8, src: IpAddr, dst: IpAddr },
+    Family {
+        version: u8,
+        src: IpAddr,
+        dst: IpAddr,
+    },
     /// The address count does not match the packet length.
     #[error("{count} addresses do not fit a packet of {len} bytes")]
     AddressCount { count: u8, len: usize },

@@ -125,7 +125,10 @@ mod unix_millis {
     use serde::Serializer;
     use std::time::{SystemTime, UNIX_EPOCH};
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let ms = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         s.serialize_u64(u64::try_from(ms).unwrap_or(u64::MAX))
     }
 }

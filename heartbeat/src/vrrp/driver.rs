@@ -149,8 +149,12 @@ async fn recv(socket: Option<&VrrpSocket>) -> Result<Received, Error> {
 }
 
 impl Driver {
+    /// Feeds the machine and carries out its actions. The status is published
+    /// before the transitions go out, so a supervisor that reads the status on a
+    /// transition sees the new state.
     fn event(&mut self, now: Instant, event: Event) {
         let actions = self.machine.handle(now, event);
+        let mut transitions = Vec::new();
         for action in actions {
             match action {
                 Action::SendAdvert { priority } => self.send(priority),
@@ -173,9 +177,15 @@ impl Driver {
                         reason,
                         at: SystemTime::now(),
                     };
-                    let _ = self.transitions.send(transition.clone());
-                    self.last_transition = Some(transition);
+                    self.last_transition = Some(transition.clone());
+                    transitions.push(transition);
                 }
+            }
+        }
+        if !transitions.is_empty() {
+            self.publish();
+            for transition in transitions {
+                let _ = self.transitions.send(transition);
             }
         }
     }

@@ -12,17 +12,22 @@
 //!   lower-priority router that also thinks it is master yields quickly.
 //!
 //! Operator overrides ([`Command::Takeover`], [`Command::Standby`]) change the
-//! effective priority: Takeover advertises 254 (255 for an address owner) and
-//! always preempts; Standby advertises 1 and never preempts, but still takes over
-//! when the master-down timer fires, so a site never goes dark.
+//! effective priority and hold until the other one is given:
+//! - Takeover advertises 254 (255 for an address owner), becomes master at once and
+//!   always preempts. A peer at 254 with a higher address would win the tie, so when
+//!   one answers, this node raises itself to 255: takeover beats any peer at 1..=254,
+//!   with or without preempt (a master always yields to a higher priority).
+//! - Standby sends a priority-0 advert if master, then advertises 1 and never
+//!   preempts, but still takes over when the master-down timer fires, so a site
+//!   never goes dark.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::role::{Command, Counters, Override, Role};
-use crate::vrrp::{Family, VrrpConfig};
 use crate::vrrp::packet::{Repr, Version};
+use crate::vrrp::{Family, VrrpConfig};
 
 /// Priority of the address owner.
 pub const PRIORITY_OWNER: u8 = 255;
@@ -244,9 +249,7 @@ impl Machine {
     /// The advert to send with `priority` (see [`Action::SendAdvert`]).
     pub fn advert(&self, priority: u8) -> Repr {
         let max_advert_interval = match self.version {
-            Version::V3 => {
-                u16::try_from(duration_centis(self.advert_interval)).unwrap_or(u16::MAX)
-            }
+            Version::V3 => u16::try_from(duration_centis(self.advert_interval)).unwrap_or(u16::MAX),
             Version::V2 => u16::try_from(self.advert_interval.as_secs()).unwrap_or(u16::MAX),
         };
         Repr {
@@ -329,9 +332,17 @@ impl Machine {
     /// Leaves Initialize or Fault (RFC 5798 §6.4.1).
     fn start(&mut self, now: Instant, reason: &str, actions: &mut Vec<Action>) {
         if self.effective_priority() == PRIORITY_OWNER {
-            self.become_master(now, format!("{reason}: address owner (priority 255)"), actions);
+            self.become_master(
+                now,
+                format!("{reason}: address owner (priority 255)"),
+                actions,
+            );
         } else if self.overrides == Override::Takeover {
-            self.become_master(now, format!("{reason}: operator takeover in force"), actions);
+            self.become_master(
+                now,
+                format!("{reason}: operator takeover in force"),
+                actions,
+            );
         } else {
             self.master_adver_interval = self.advert_interval;
             self.become_backup(now, reason.to_owned(), actions);
@@ -449,7 +460,7 @@ impl Machine {
             last_seen: now,
         });
         match self.state {
-            State::Backup => self.backup_advert(now, src, &repr),
+            State::Backup => self.backup_advert(now, &repr),
             State::Master => self.master_advert(now, src, &repr, actions),
             State::Initialize | State::Fault => {}
         }
@@ -464,7 +475,7 @@ impl Machine {
     }
 
     /// RFC 5798 §6.4.2, with keepalived's preempt delay.
-    fn backup_advert(&mut self, now: Instant, _src: IpAddr, repr: &Repr) {
+    fn backup_advert(&mut self, now: Instant, repr: &Repr) {
         if repr.priority == PRIORITY_STOP {
             // The master stops: take over after Skew_Time only.
             self.master_down_at = Some(now + self.skew_time());
@@ -743,7 +754,10 @@ mod tests {
         let Action::Transition { reason, .. } = &a[1] else {
             panic!("{a:?}");
         };
-        assert!(reason.contains("no advert from 192.0.2.2 for 3609ms"), "{reason}");
+        assert!(
+            reason.contains("no advert from 192.0.2.2 for 3609ms"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -775,7 +789,10 @@ mod tests {
         m.handle(t0 + ms(20), from(PEER, repr));
         assert_eq!(m.counters().adverts_received, 1);
         assert_eq!(m.master_adver_interval(), Duration::from_secs(1));
-        assert_eq!(m.next_deadline(), Some(t0 + ms(20) + m.master_down_interval()));
+        assert_eq!(
+            m.next_deadline(),
+            Some(t0 + ms(20) + m.master_down_interval())
+        );
         assert_eq!(m.advert(100).max_advert_interval, 1);
     }
 
@@ -811,7 +828,10 @@ mod tests {
         assert_eq!(m.next_deadline(), Some(t0 + m.master_down_interval()));
         m.handle(t0 + ms(500), from(PEER, advert(150, 100)));
         assert_eq!(m.counters().adverts_received, 1);
-        assert_eq!(m.next_deadline(), Some(t0 + ms(500) + m.master_down_interval()));
+        assert_eq!(
+            m.next_deadline(),
+            Some(t0 + ms(500) + m.master_down_interval())
+        );
     }
 
     #[test]
@@ -852,7 +872,11 @@ mod tests {
         for i in 1..=10u64 {
             let now = t0 + ms(1000 * i);
             m.handle(now, from(PEER, advert(100, 100)));
-            assert_eq!(m.next_deadline(), Some(now + m.master_down_interval()), "{i}");
+            assert_eq!(
+                m.next_deadline(),
+                Some(now + m.master_down_interval()),
+                "{i}"
+            );
         }
         // ...then ignored, so the master-down timer fires.
         m.handle(t0 + ms(11_000), from(PEER, advert(100, 100)));
@@ -874,7 +898,10 @@ mod tests {
         // The lower one comes back later and gets a fresh window.
         m.handle(t0 + ms(9000), from(PEER, advert(100, 100)));
         m.handle(t0 + ms(13_000), from(PEER, advert(100, 100)));
-        assert_eq!(m.next_deadline(), Some(t0 + ms(13_000) + m.master_down_interval()));
+        assert_eq!(
+            m.next_deadline(),
+            Some(t0 + ms(13_000) + m.master_down_interval())
+        );
         assert_eq!(m.state(), State::Backup);
     }
 
@@ -882,7 +909,10 @@ mod tests {
     fn equal_priority_backup_accepts() {
         let (mut m, t0) = started(&v3(100));
         m.handle(t0 + ms(500), from(LOW_PEER, advert(100, 100)));
-        assert_eq!(m.next_deadline(), Some(t0 + ms(500) + m.master_down_interval()));
+        assert_eq!(
+            m.next_deadline(),
+            Some(t0 + ms(500) + m.master_down_interval())
+        );
     }
 
     #[test]
@@ -956,7 +986,10 @@ mod tests {
         assert_eq!(m.counters().priority_zero_sent, 1);
         assert!(m.is_stopped());
         assert_eq!(m.next_deadline(), None);
-        assert!(m.handle(down + ms(6), from(PEER, advert(150, 100))).is_empty());
+        assert!(
+            m.handle(down + ms(6), from(PEER, advert(150, 100)))
+                .is_empty()
+        );
 
         // A backup stops without an advert.
         let (mut m, t0) = started(&v3(100));
@@ -990,7 +1023,10 @@ mod tests {
         assert!(sent(&a).is_empty(), "no adverts on a dead link");
         assert_eq!(m.next_deadline(), None);
         // Adverts and timers in Fault do nothing.
-        assert!(m.handle(down + ms(2), from(PEER, advert(150, 100))).is_empty());
+        assert!(
+            m.handle(down + ms(2), from(PEER, advert(150, 100)))
+                .is_empty()
+        );
         assert!(m.poll_timeout(down + ms(5000)).is_empty());
         let up = down + ms(6000);
         let a = m.handle(up, Event::Command(Command::LinkUp));
@@ -1022,9 +1058,10 @@ mod tests {
         // And socket up does not leave Fault while the link is down.
         m.handle(t0 + ms(1100), Event::Command(Command::LinkDown));
         m.handle(t0 + ms(1200), Event::SocketDown { reason: "x".into() });
-        assert!(m
-            .handle(t0 + ms(1300), Event::SocketUp { local: LOCAL })
-            .is_empty());
+        assert!(
+            m.handle(t0 + ms(1300), Event::SocketUp { local: LOCAL })
+                .is_empty()
+        );
         assert_eq!(m.state(), State::Fault);
     }
 
@@ -1117,10 +1154,16 @@ mod tests {
         let (mut m, t0) = started(&v3(200));
         let a = m.handle(t0, Event::Command(Command::Standby));
         assert!(a.is_empty());
-        assert_eq!(m.skew_time(), Duration::from_micros(255 * 100 * 10_000 / 256));
+        assert_eq!(
+            m.skew_time(),
+            Duration::from_micros(255 * 100 * 10_000 / 256)
+        );
         // A low-priority master would normally be preempted; not under Standby.
         m.handle(t0 + ms(10), from(PEER, advert(50, 100)));
-        assert_eq!(m.next_deadline(), Some(t0 + ms(10) + m.master_down_interval()));
+        assert_eq!(
+            m.next_deadline(),
+            Some(t0 + ms(10) + m.master_down_interval())
+        );
     }
 
     #[test]
@@ -1165,7 +1208,10 @@ mod tests {
         assert_eq!(m.state(), State::Backup);
         // Priority 0: skew = 56 * 3 cs / 256 = 6.5625 ms.
         m.handle(t + ms(5), from(PEER, advert(0, 3)));
-        assert_eq!(m.next_deadline(), Some(t + ms(5) + Duration::from_micros(6_562)));
+        assert_eq!(
+            m.next_deadline(),
+            Some(t + ms(5) + Duration::from_micros(6_562))
+        );
         assert_eq!(
             states(&m.poll_timeout(t + ms(12))),
             [State::Master],

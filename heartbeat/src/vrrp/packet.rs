@@ -563,7 +563,11 @@ mod tests {
         let repr = Repr::parse(&packet, src, dst).expect("parse");
         assert_eq!(&repr, expected);
         assert_eq!(repr.buffer_len(), raw.len());
-        assert_eq!(repr.to_bytes(src, dst), raw, "emit must give the captured bytes");
+        assert_eq!(
+            repr.to_bytes(src, dst),
+            raw,
+            "emit must give the captured bytes"
+        );
     }
 
     #[test]
@@ -663,7 +667,10 @@ mod tests {
 
         let mut raw = good.clone();
         raw[15] ^= 1;
-        assert_eq!(parse(&raw, src, MCAST4).map_err(|e| e.reason()), Err("checksum"));
+        assert_eq!(
+            parse(&raw, src, MCAST4).map_err(|e| e.reason()),
+            Err("checksum")
+        );
 
         let err = parse(&good, src, MCAST6).expect_err("mixed families");
         assert_eq!(err.reason(), "family");
@@ -723,7 +730,14 @@ mod tests {
         let ip4 = any::<[u8; 4]>().prop_map(IpAddr::from);
         let ip6 = any::<[u8; 16]>().prop_map(IpAddr::from);
         prop_oneof![
-            (any::<u8>(), any::<u8>(), 1..=255u16, v4s.clone(), ip4.clone(), ip4.clone())
+            (
+                any::<u8>(),
+                any::<u8>(),
+                1..=255u16,
+                v4s.clone(),
+                ip4.clone(),
+                ip4.clone()
+            )
                 .prop_map(|(vrid, priority, iv, addresses, s, d)| (
                     Repr {
                         version: Version::V2,

@@ -58,7 +58,10 @@ pub(crate) fn interface_info(name: &str) -> Result<InterfaceInfo, Error> {
         source: io::Error::from(e),
     })?;
     for ifa in ifaddrs.filter(|ifa| ifa.interface_name == name) {
-        if ifa.flags.contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_RUNNING) {
+        if ifa
+            .flags
+            .contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_RUNNING)
+        {
             up = true;
         }
         let Some(address) = ifa.address else { continue };
@@ -228,10 +231,9 @@ impl VrrpSocket {
                 });
             }
         }
-        socket
-            .set_nonblocking(true)
-            .map_err(step("O_NONBLOCK"))?;
-        let fd = crate::sys::register_readable(socket).map_err(step("register with the runtime"))?;
+        socket.set_nonblocking(true).map_err(step("O_NONBLOCK"))?;
+        let fd =
+            crate::sys::register_readable(socket).map_err(step("register with the runtime"))?;
         let destinations = if unicast {
             config.unicast_peers.clone()
         } else {
@@ -515,7 +517,10 @@ mod tests {
         // Our own packet.
         assert_eq!(judge_ipv4(&d, src, false), Received::Ignored);
         let u = hex(KA_V3_UNICAST_DATAGRAM);
-        assert!(matches!(judge_ipv4(&u, OURS, true), Received::Advert { .. }));
+        assert!(matches!(
+            judge_ipv4(&u, OURS, true),
+            Received::Advert { .. }
+        ));
     }
 
     #[test]
@@ -523,7 +528,10 @@ mod tests {
         let mut d = hex(KA_V3_DATAGRAM);
         d[8] = 64;
         assert_eq!(judge_ipv4(&d, OURS, false), Received::Dropped("ttl"));
-        assert!(matches!(judge_ipv4(&d, OURS, true), Received::Advert { .. }));
+        assert!(matches!(
+            judge_ipv4(&d, OURS, true),
+            Received::Advert { .. }
+        ));
         let src = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
         let repr = Repr {
             version: Version::V3,
@@ -533,9 +541,7 @@ mod tests {
             addresses: vec![],
         };
         let bytes = repr.to_bytes(IpAddr::V6(src), IpAddr::V6(MULTICAST_V6));
-        let judge = |hops, unicast| {
-            judge_ipv6(&bytes, src, MULTICAST_V6, hops, OURS, unicast)
-        };
+        let judge = |hops, unicast| judge_ipv6(&bytes, src, MULTICAST_V6, hops, OURS, unicast);
         assert_eq!(judge(Some(64), false), Received::Dropped("ttl"));
         assert_eq!(judge(None, false), Received::Dropped("ttl"));
         assert!(matches!(judge(Some(255), false), Received::Advert { .. }));
@@ -557,7 +563,10 @@ mod tests {
         let mut d = hex("45c0001c00010000ff700000c0000201c0000202");
         d[3] = u8::try_from(20 + vrrp.len()).expect("len");
         d.extend_from_slice(&vrrp);
-        assert!(matches!(judge_ipv4(&d, OURS, true), Received::Advert { .. }));
+        assert!(matches!(
+            judge_ipv4(&d, OURS, true),
+            Received::Advert { .. }
+        ));
         // A really broken one still counts as checksum.
         let last = d.len() - 1;
         d[last] ^= 0xff;
@@ -568,7 +577,10 @@ mod tests {
     #[test]
     fn malformed_ip_headers() {
         assert_eq!(judge_ipv4(&[], OURS, false), Received::Dropped("length"));
-        assert_eq!(judge_ipv4(&[0x45; 10], OURS, false), Received::Dropped("length"));
+        assert_eq!(
+            judge_ipv4(&[0x45; 10], OURS, false),
+            Received::Dropped("length")
+        );
         let mut d = hex(KA_V3_DATAGRAM);
         d[3] = 0xff; // total length beyond the datagram
         assert_eq!(judge_ipv4(&d, OURS, false), Received::Dropped("length"));

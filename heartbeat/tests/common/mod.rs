@@ -10,7 +10,7 @@ use std::process::{Child, Command as Process, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use heartbeat::role::{Command, FailoverHandle, Status, Transition};
+use heartbeat::role::{Command, FailoverHandle, Role, Status, Transition};
 use heartbeat::vrrp::{Family, Version, VrrpConfig};
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
@@ -75,7 +75,11 @@ impl Lab {
         let ns = [format!("{id}a"), format!("{id}b")];
         // Interface names are at most 15 bytes.
         let ifname = [format!("{id}a"), format!("{id}b")];
-        assert!(ifname[0].len() <= 15, "interface name {} too long", ifname[0]);
+        assert!(
+            ifname[0].len() <= 15,
+            "interface name {} too long",
+            ifname[0]
+        );
         let dir = std::env::temp_dir().join(format!("heartbeat-lab-{id}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("lab dir");
@@ -117,7 +121,16 @@ impl Lab {
         ]);
         for i in 0..2 {
             let (ns, ifname) = (&lab.ns[i], &lab.ifname[i]);
-            run(&["ip", "-n", ns, "addr", "add", &format!("{}/24", ADDR4[i]), "dev", ifname]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", ADDR4[i]),
+                "dev",
+                ifname,
+            ]);
             run(&[
                 "ip",
                 "-n",
@@ -130,6 +143,25 @@ impl Lab {
                 "nodad",
             ]);
             run(&["ip", "-n", ns, "link", "set", ifname, "up"]);
+        }
+        // Wait for the carrier, so that the protocols start on a running link.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for i in 0..2 {
+            loop {
+                let out = Process::new("ip")
+                    .args(["-n", &lab.ns[i], "link", "show", &lab.ifname[i]])
+                    .output()
+                    .expect("ip link show");
+                if String::from_utf8_lossy(&out.stdout).contains("state UP") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "veth {} never came up",
+                    lab.ifname[i]
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         lab
     }
@@ -187,7 +219,17 @@ impl Lab {
         let err = out.try_clone().expect("keepalived log");
         let pid = |name: &str| self.dir.join(format!("{name}{i}.pid"));
         let child = Process::new("ip")
-            .args(["netns", "exec", &self.ns[i], "keepalived", "-n", "-l", "-D", "-P", "-f"])
+            .args([
+                "netns",
+                "exec",
+                &self.ns[i],
+                "keepalived",
+                "-n",
+                "-l",
+                "-D",
+                "-P",
+                "-f",
+            ])
             .arg(&conf)
             .arg("-p")
             .arg(pid("keepalived"))
@@ -250,6 +292,23 @@ pub fn keepalived_state(log: &Path) -> Option<String> {
     })
 }
 
+/// Asserts that keepalived never complained about a packet (it logs "bogus VRRP
+/// packet", "Invalid ...", "... mismatch" for what it drops).
+pub fn assert_keepalived_accepted_all(log: &Path) {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let complaints: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("bogus") || l.contains("invalid") || l.contains("mismatch")
+        })
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "keepalived dropped our packets:\n{text}"
+    );
+}
+
 pub async fn wait_keepalived(log: &Path, state: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
@@ -286,10 +345,21 @@ pub async fn wait_status(
     }
 }
 
-/// Every transition received so far.
-pub fn drain(handle: &mut FailoverHandle) -> Vec<Transition> {
+/// Waits until the node's role is `role`; panics after `timeout`.
+pub async fn wait_role(handle: &FailoverHandle, role: Role, timeout: Duration) -> Status {
+    wait_status(handle, &format!("role {role:?}"), timeout, |s| {
+        s.role == role
+    })
+    .await
+}
+
+/// Every transition sent so far (the status is published just before a
+/// transition is sent, so wait a moment for the last ones).
+pub async fn drain(handle: &mut FailoverHandle) -> Vec<Transition> {
     let mut out = Vec::new();
-    while let Ok(t) = handle.transitions.try_recv() {
+    while let Ok(Some(t)) =
+        tokio::time::timeout(Duration::from_millis(200), handle.transitions.recv()).await
+    {
         out.push(t);
     }
     out
