@@ -43,10 +43,18 @@ pub struct StatusReport {
     #[serde(flatten)]
     pub failover: heartbeat::Status,
     pub interface: String,
-    pub version: u8,
-    pub router_id: u8,
-    #[serde(serialize_with = "millis")]
-    pub advert_interval: Duration,
+    /// VRRP only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router_id: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_millis")]
+    pub advert_interval: Option<Duration>,
+    /// Heartbeat only.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_millis")]
+    pub keepalive: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_millis")]
+    pub deadtime: Option<Duration>,
     pub vips: Vec<VipStatus>,
     pub config: String,
     pub pid: u32,
@@ -59,13 +67,25 @@ pub struct VipStatus {
     pub held: bool,
 }
 
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+fn opt_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        None => s.serialize_none(),
+    }
 }
 
-/// Builds the protocol's configuration from the validated config.
-pub fn vrrp_config(config: &Config) -> heartbeat::vrrp::VrrpConfig {
-    let Protocol::Vrrp(v) = &config.failover.protocol;
+/// Starts the configured failover protocol on its own thread.
+pub fn spawn_failover(config: &Config) -> anyhow::Result<FailoverHandle> {
+    match &config.failover.protocol {
+        Protocol::Vrrp(v) => Ok(heartbeat::vrrp::spawn(vrrp_config(config, v))?),
+        Protocol::Heartbeat(_) => {
+            anyhow::bail!("the heartbeat protocol is not wired into this build yet")
+        }
+    }
+}
+
+/// Builds VRRP's configuration from the validated config.
+pub fn vrrp_config(config: &Config, v: &config::Vrrp) -> heartbeat::vrrp::VrrpConfig {
     heartbeat::vrrp::VrrpConfig {
         interface: config.failover.interface.clone(),
         version: match v.version {
@@ -136,7 +156,7 @@ pub fn start(
         Ok(_) => {}
         Err(e) => warn!(error = %chain(&e), "could not clear stale VIPs at start"),
     }
-    let failover = heartbeat::vrrp::spawn(vrrp_config(&config))?;
+    let failover = spawn_failover(&config)?;
     let link = match vipmgr::watch_link(&config.failover.interface) {
         Ok(rx) => Some(rx),
         Err(e) => {
@@ -392,7 +412,14 @@ impl Supervisor {
     }
 
     fn status(&mut self) -> StatusReport {
-        let Protocol::Vrrp(v) = &self.config.failover.protocol;
+        let vrrp = match &self.config.failover.protocol {
+            Protocol::Vrrp(v) => Some(v),
+            Protocol::Heartbeat(_) => None,
+        };
+        let hb = match &self.config.failover.protocol {
+            Protocol::Heartbeat(h) => Some(h),
+            Protocol::Vrrp(_) => None,
+        };
         let vips = vips_of(&self.config)
             .into_iter()
             .map(|vip| VipStatus {
@@ -405,12 +432,14 @@ impl Supervisor {
             node: self.config.node.name.clone(),
             failover: self.failover.status.borrow().clone(),
             interface: self.config.failover.interface.clone(),
-            version: match v.version {
+            version: vrrp.map(|v| match v.version {
                 VrrpVersion::V2 => 2,
                 VrrpVersion::V3 => 3,
-            },
-            router_id: v.router_id,
-            advert_interval: v.advert_interval,
+            }),
+            router_id: vrrp.map(|v| v.router_id),
+            advert_interval: vrrp.map(|v| v.advert_interval),
+            keepalive: hb.map(|h| h.keepalive),
+            deadtime: hb.map(|h| h.deadtime),
             vips,
             config: self.config.path.display().to_string(),
             pid: std::process::id(),

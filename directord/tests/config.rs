@@ -56,7 +56,9 @@ fn every_sample_in_etc_is_valid() {
     let samples = samples();
     assert!(samples.len() >= 4, "samples found: {samples:?}");
     for s in samples {
-        if let Err(p) = Config::load(&s) {
+        // Pure validation: the heartbeat sample names a key file of the target machine.
+        let text = std::fs::read_to_string(&s).expect("readable");
+        if let Err(p) = Config::parse(&s, &text) {
             panic!("{} is invalid:\n{p}", s.display());
         }
     }
@@ -244,4 +246,69 @@ fn check_config_exits_0_or_78() {
         .expect("runs");
     assert_eq!(missing.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
+
+const HEARTBEAT: &str = r#"[node]
+name = "lvs1"
+
+[failover]
+protocol = "heartbeat"
+interface = "eth0"
+
+[failover.heartbeat]
+peer = "lvs2"
+auth_key_file = "KEYS"
+keepalive = "100ms"
+deadtime = "300ms"
+media = [ { unicast = "192.0.2.12", interface = "eth1" }, { multicast = "239.0.0.94" } ]
+
+[[vip]]
+address = "192.0.2.100/24"
+"#;
+
+#[test]
+fn heartbeat_section_and_its_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("authkeys");
+    std::fs::write(&keys, "auth 1\n1 sha1 secret\n").expect("write");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let file = dir.path().join("d.toml");
+    std::fs::write(
+        &file,
+        HEARTBEAT.replace("KEYS", &keys.display().to_string()),
+    )
+    .expect("w");
+    let c = Config::load(&file).expect("valid");
+    let directord::config::Protocol::Heartbeat(h) = &c.failover.protocol else {
+        panic!("not heartbeat");
+    };
+    assert_eq!(h.port, 694);
+    assert_eq!(h.warntime, std::time::Duration::from_millis(200));
+    assert_eq!(h.initdead, std::time::Duration::from_millis(600));
+    assert_eq!(h.media.len(), 2);
+    assert!(h.auto_failback);
+
+    // A key file others can read is refused, naming the file and its mode.
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let p = Config::load(&file).expect_err("world-readable keys");
+    assert!(
+        p.to_string().contains("0644") && p.to_string().contains(":10:17:"),
+        "{p}"
+    );
+
+    // Timers that make no sense, and a medium that is two things at once.
+    let text = HEARTBEAT
+        .replace("KEYS", "/k")
+        .replace("deadtime = \"300ms\"", "deadtime = \"150ms\"")
+        .replace(
+            "{ multicast = \"239.0.0.94\" }",
+            "{ multicast = \"239.0.0.94\", broadcast = true }",
+        );
+    let l = lines(&problems(&text));
+    assert!(
+        l.iter().any(|x| x.contains("twice the keepalive")),
+        "{l:#?}"
+    );
+    assert!(l.iter().any(|x| x.contains("exactly one of")), "{l:#?}");
 }

@@ -172,17 +172,29 @@ fn table(s: &Value) -> String {
     let mut out = String::new();
     let mut row = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
     row("node", s["node"].as_str().unwrap_or("?").to_string());
-    row(
-        "failover",
-        format!(
-            "{} v{} router {} on {}, adverts every {} ms",
-            s["protocol"].as_str().unwrap_or("?"),
-            s["version"],
-            s["router_id"],
-            s["interface"].as_str().unwrap_or("?"),
-            s["advert_interval"]
-        ),
-    );
+    if s["protocol"] == "heartbeat" {
+        row(
+            "failover",
+            format!(
+                "heartbeat (UDP 694) for {}, keepalive {} ms, deadtime {} ms",
+                s["interface"].as_str().unwrap_or("?"),
+                s["keepalive"],
+                s["deadtime"]
+            ),
+        );
+    } else {
+        row(
+            "failover",
+            format!(
+                "{} v{} router {} on {}, adverts every {} ms",
+                s["protocol"].as_str().unwrap_or("?"),
+                s["version"],
+                s["router_id"],
+                s["interface"].as_str().unwrap_or("?"),
+                s["advert_interval"]
+            ),
+        );
+    }
     row(
         "role",
         format!(
@@ -231,6 +243,23 @@ fn table(s: &Value) -> String {
                     }
                 ),
             );
+        }
+    }
+    if let Some(links) = s["links"].as_array() {
+        for (i, l) in links.iter().enumerate() {
+            let text = l
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| match v.as_str() {
+                            Some(v) => format!("{k} {v}"),
+                            None => format!("{k} {v}"),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            row(if i == 0 { "links" } else { "" }, text);
         }
     }
     let t = &s["last_transition"];

@@ -50,6 +50,8 @@ pub struct Collector<'a> {
     file: &'a Path,
     text: &'a str,
     problems: Vec<Problem>,
+    /// Whether files named by the config are checked (exist, permissions).
+    pub check_files: bool,
 }
 
 impl<'a> Collector<'a> {
@@ -58,6 +60,7 @@ impl<'a> Collector<'a> {
             file,
             text,
             problems: Vec::new(),
+            check_files: true,
         }
     }
 

@@ -54,6 +54,43 @@ pub struct Failover {
 #[serde(tag = "protocol", rename_all = "lowercase")]
 pub enum Protocol {
     Vrrp(Vrrp),
+    Heartbeat(Heartbeat),
+}
+
+/// The UDP 694 heartbeat, in the tradition of Linux-HA heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Heartbeat {
+    /// The peer's node name (its `[node] name`, or `uname -n` of a Linux-HA node).
+    pub peer: String,
+    pub auth_key_file: PathBuf,
+    pub port: u16,
+    pub keepalive: Duration,
+    pub warntime: Duration,
+    pub deadtime: Duration,
+    pub initdead: Duration,
+    /// The node that holds the VIPs when both are up (with `auto_failback`).
+    pub preferred: Option<String>,
+    pub auto_failback: bool,
+    pub allow_insecure_crc: bool,
+    pub state_dir: PathBuf,
+    pub media: Vec<Medium>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Medium {
+    Unicast {
+        peer: IpAddr,
+        interface: String,
+    },
+    Multicast {
+        group: IpAddr,
+        interface: String,
+        ttl: u8,
+    },
+    Broadcast {
+        interface: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -200,17 +237,20 @@ impl Config {
                 message: format!("cannot read the file: {e}"),
             }])
         })?;
-        Self::parse(path, &text)
+        validate::validate(path, &text, true)
     }
 
-    /// Validates a text as if read from `path`.
+    /// Validates a text as if read from `path`. Unlike [`Config::load`], files the
+    /// config names (the heartbeat key file) are not looked at.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Problems> {
-        validate::validate(path, text)
+        validate::validate(path, text, false)
     }
 
     /// The VIPs that VRRP lists in its adverts (those of the advert family).
     pub fn advertised_addresses(&self) -> Vec<IpAddr> {
-        let Protocol::Vrrp(vrrp) = &self.failover.protocol;
+        let Protocol::Vrrp(vrrp) = &self.failover.protocol else {
+            return Vec::new();
+        };
         self.vips
             .iter()
             .map(|v| v.address)

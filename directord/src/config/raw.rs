@@ -19,7 +19,8 @@ pub struct Node {
 pub struct Failover {
     pub protocol: S<String>,
     pub interface: S<String>,
-    pub priority: S<i64>,
+    #[serde(default)]
+    pub priority: Option<S<i64>>,
     #[serde(default)]
     pub preempt: Option<bool>,
     #[serde(default)]
@@ -27,7 +28,50 @@ pub struct Failover {
     #[serde(default)]
     pub vrrp: Option<S<Vrrp>>,
     #[serde(default)]
-    pub heartbeat: Option<S<toml::Table>>,
+    pub heartbeat: Option<S<Heartbeat>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub peer: S<String>,
+    pub auth_key_file: S<String>,
+    #[serde(default)]
+    pub port: Option<S<i64>>,
+    #[serde(default)]
+    pub keepalive: Option<S<String>>,
+    #[serde(default)]
+    pub warntime: Option<S<String>>,
+    #[serde(default)]
+    pub deadtime: Option<S<String>>,
+    #[serde(default)]
+    pub initdead: Option<S<String>>,
+    #[serde(default)]
+    pub preferred: Option<S<String>>,
+    #[serde(default)]
+    pub auto_failback: Option<bool>,
+    #[serde(default)]
+    pub allow_insecure_crc: Option<bool>,
+    #[serde(default)]
+    pub state_dir: Option<S<String>>,
+    #[serde(default)]
+    pub media: Vec<S<Medium>>,
+}
+
+/// One heartbeat medium: exactly one of `unicast`, `multicast`, `broadcast`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Medium {
+    #[serde(default)]
+    pub unicast: Option<S<String>>,
+    #[serde(default)]
+    pub multicast: Option<S<String>>,
+    #[serde(default)]
+    pub broadcast: Option<S<bool>>,
+    #[serde(default)]
+    pub interface: Option<S<String>>,
+    #[serde(default)]
+    pub ttl: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,8 +19,9 @@ const SCHEDULERS: &[&str] = &[
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 ];
 
-pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Problems> {
+pub(super) fn validate(path: &Path, text: &str, check_files: bool) -> Result<Config, Problems> {
     let mut c = Collector::new(path, text);
+    c.check_files = check_files;
     let (root, errors) = DeTable::parse_recoverable(text);
     if !errors.is_empty() {
         for e in errors {
@@ -81,10 +82,12 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Problems> {
     }
     let services_ok = validate_services(&mut c, services);
 
-    let family_check = failover.as_ref().map(|(f, peers_span)| {
-        let Protocol::Vrrp(v) = &f.protocol;
-        (v.clone(), peers_span.clone())
-    });
+    let family_check = failover
+        .as_ref()
+        .and_then(|(f, peers_span)| match &f.protocol {
+            Protocol::Vrrp(v) => Some((v.clone(), peers_span.clone())),
+            Protocol::Heartbeat(_) => None,
+        });
     let mut failover = failover.map(|(f, _)| f);
     if let (Some(f), Some((vrrp, span))) = (failover.as_mut(), family_check) {
         settle_family(&mut c, f, &vrrp, span, &vips_ok);
@@ -282,7 +285,10 @@ fn validate_failover(
     f: raw::Failover,
 ) -> Option<(Failover, Option<Range<usize>>)> {
     let interface = interface_name(c, &f.interface);
-    let priority = int_in(c, &f.priority, "priority", 1, 255);
+    let priority = match &f.priority {
+        Some(p) => int_in(c, p, "priority", 1, 255),
+        None => Some(100),
+    };
     let preempt_delay = match &f.preempt_delay {
         Some(s) => duration(c, s),
         None => Some(Duration::ZERO),
@@ -296,7 +302,7 @@ fn validate_failover(
                 );
             }
             match &f.vrrp {
-                Some(v) => validate_vrrp(c, v),
+                Some(v) => validate_vrrp(c, v).map(Protocol::Vrrp),
                 None => {
                     c.at(
                         sp(&f.protocol),
@@ -307,11 +313,22 @@ fn validate_failover(
             }
         }
         "heartbeat" => {
-            c.at(
-                sp(&f.protocol),
-                "protocol \"heartbeat\" (UDP 694) is not available in this version of directord; use \"vrrp\"",
-            );
-            None
+            if let Some(v) = &f.vrrp {
+                c.at(
+                    sp(v),
+                    "[failover.vrrp] is given but protocol is \"heartbeat\"",
+                );
+            }
+            match &f.heartbeat {
+                Some(h) => validate_heartbeat(c, h, &interface).map(Protocol::Heartbeat),
+                None => {
+                    c.at(
+                        sp(&f.protocol),
+                        "protocol \"heartbeat\" needs a [failover.heartbeat] section (peer, auth_key_file, media)",
+                    );
+                    None
+                }
+            }
         }
         other => {
             c.at(
@@ -335,10 +352,172 @@ fn validate_failover(
             priority: u8::try_from(priority?).ok()?,
             preempt: f.preempt.unwrap_or(true),
             preempt_delay: preempt_delay?,
-            protocol: Protocol::Vrrp(protocol?),
+            protocol: protocol?,
         },
         peers_span,
     ))
+}
+
+fn validate_heartbeat(
+    c: &mut Collector<'_>,
+    h: &S<raw::Heartbeat>,
+    default_if: &str,
+) -> Option<Heartbeat> {
+    let whole = sp(h);
+    let h = h.get_ref();
+    let peer = h.peer.get_ref().trim().to_string();
+    if peer.is_empty() || peer.contains(char::is_whitespace) {
+        c.at(
+            sp(&h.peer),
+            "peer must be the peer's node name, without spaces",
+        );
+    }
+    let port = match &h.port {
+        Some(p) => int_in(c, p, "port", 1, 65_535).map(|p| p as u16),
+        None => Some(694),
+    };
+    let dur = |c: &mut Collector<'_>, s: &Option<S<String>>, default: Duration| match s {
+        Some(s) => duration(c, s),
+        None => Some(default),
+    };
+    let keepalive = dur(c, &h.keepalive, Duration::from_secs(2));
+    let deadtime = dur(c, &h.deadtime, keepalive.unwrap_or_default() * 3);
+    let warntime = dur(c, &h.warntime, keepalive.unwrap_or_default() * 2);
+    let initdead = dur(c, &h.initdead, deadtime.unwrap_or_default() * 2);
+    if let (Some(k), Some(w), Some(d), Some(i)) = (keepalive, warntime, deadtime, initdead) {
+        let blame = |s: &Option<S<String>>| s.as_ref().and_then(sp).or(whole.clone());
+        if k < Duration::from_millis(10) {
+            c.at(blame(&h.keepalive), "keepalive must be at least 10ms");
+        }
+        if d < k * 2 {
+            c.at(
+                blame(&h.deadtime),
+                "deadtime must be at least twice the keepalive (one lost keepalive must not kill the peer)",
+            );
+        }
+        if w < k || w > d {
+            c.at(
+                blame(&h.warntime),
+                "warntime must lie between keepalive and deadtime",
+            );
+        }
+        if i < d {
+            c.at(blame(&h.initdead), "initdead must be at least the deadtime");
+        }
+    }
+    let key_file = PathBuf::from(h.auth_key_file.get_ref());
+    check_key_file(c, &h.auth_key_file, &key_file);
+    let state_dir = h.state_dir.as_ref().map_or_else(
+        || PathBuf::from("/var/lib/directord"),
+        |s| PathBuf::from(s.get_ref()),
+    );
+    let preferred = h.preferred.as_ref().map(|p| p.get_ref().trim().to_string());
+    let mut media = Vec::new();
+    if h.media.is_empty() {
+        c.at(
+            whole.clone(),
+            "heartbeat needs at least one medium in `media`",
+        );
+    }
+    for m in &h.media {
+        let span = sp(m);
+        let m = m.get_ref();
+        let interface = match &m.interface {
+            Some(i) => interface_name(c, i),
+            None => default_if.to_string(),
+        };
+        let given = [
+            m.unicast.is_some(),
+            m.multicast.is_some(),
+            m.broadcast.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if given != 1 {
+            c.at(
+                span,
+                "a medium is exactly one of { unicast = \"PEER-IP\" }, { multicast = \"GROUP\" } or { broadcast = true }, each with an optional interface",
+            );
+            continue;
+        }
+        if m.ttl.is_some() && m.multicast.is_none() {
+            c.at(
+                m.ttl.as_ref().and_then(sp),
+                "ttl applies to multicast media only",
+            );
+        }
+        if let Some(u) = &m.unicast {
+            if let Some(peer) = ip(c, u, "unicast peer") {
+                media.push(Medium::Unicast { peer, interface });
+            }
+        } else if let Some(g) = &m.multicast {
+            if let Some(group) = ip(c, g, "multicast group") {
+                if !group.is_multicast() {
+                    c.at(sp(g), format!("{group} is not a multicast address"));
+                }
+                let ttl = match &m.ttl {
+                    Some(t) => int_in(c, t, "ttl", 1, 255).map(|t| t as u8).unwrap_or(1),
+                    None => 1,
+                };
+                media.push(Medium::Multicast {
+                    group,
+                    interface,
+                    ttl,
+                });
+            }
+        } else if let Some(b) = &m.broadcast {
+            if !*b.get_ref() {
+                c.at(sp(b), "write `broadcast = true`, or leave the medium out");
+            }
+            media.push(Medium::Broadcast { interface });
+        }
+    }
+    Some(Heartbeat {
+        peer,
+        auth_key_file: key_file,
+        port: port?,
+        keepalive: keepalive?,
+        warntime: warntime?,
+        deadtime: deadtime?,
+        initdead: initdead?,
+        preferred,
+        auto_failback: h.auto_failback.unwrap_or(true),
+        allow_insecure_crc: h.allow_insecure_crc.unwrap_or(false),
+        state_dir,
+        media,
+    })
+}
+
+/// The key file must exist and be unreadable to group and others (as heartbeat's
+/// authkeys, mode 0600).
+fn check_key_file(c: &mut Collector<'_>, s: &S<String>, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if !path.is_absolute() {
+        c.at(sp(s), "auth_key_file must be an absolute path");
+        return;
+    }
+    if !c.check_files {
+        return;
+    }
+    match std::fs::metadata(path) {
+        Err(e) => c.at(
+            sp(s),
+            format!("cannot read auth_key_file {}: {e}", path.display()),
+        ),
+        Ok(m) => {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                c.at(
+                    sp(s),
+                    format!(
+                        "auth_key_file {} has mode {mode:04o}: it must not be accessible to group or others (chmod 600)",
+                        path.display()
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn validate_vrrp(c: &mut Collector<'_>, v: &S<raw::Vrrp>) -> Option<Vrrp> {
@@ -442,7 +621,9 @@ fn settle_family(
     span: Option<Range<usize>>,
     vips: &[Vip],
 ) {
-    let Protocol::Vrrp(v) = &mut f.protocol;
+    let Protocol::Vrrp(v) = &mut f.protocol else {
+        return;
+    };
     if vrrp.unicast_peers.is_empty() {
         if let Some(first) = vips.first() {
             v.family = family_of(&first.address);
