@@ -84,6 +84,62 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    /// The UDP 694 heartbeat configuration cannot work (caught before anything is
+    /// opened).
+    #[error("invalid heartbeat configuration: {reason}")]
+    InvalidHeartbeatConfig { reason: String },
+
+    /// The heartbeat key file (heartbeat's authkeys format) cannot be read.
+    #[error("cannot read heartbeat key file {}", path.display())]
+    ReadAuthKeys {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The heartbeat key file can be read or written by other users.
+    #[error(
+        "heartbeat key file {} has mode {mode:04o}: it must not be readable or writable \
+         by group or others (chmod 600 {})",
+        path.display(),
+        path.display()
+    )]
+    AuthKeysPermissions { path: PathBuf, mode: u32 },
+
+    /// The heartbeat key file is not in heartbeat's authkeys format.
+    #[error("{}:{line}: {reason}", path.display())]
+    ParseAuthKeys {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+
+    /// The heartbeat state (generation number, node UUID) cannot be kept on disk.
+    #[error("cannot {step} heartbeat state {}", path.display())]
+    StateDir {
+        path: PathBuf,
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Opening or setting up the UDP socket of one heartbeat medium failed.
+    #[error("cannot set up heartbeat medium {medium}: {step}")]
+    OpenMedium {
+        medium: String,
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Receiving on one heartbeat medium failed.
+    #[error("cannot receive on heartbeat medium {medium}")]
+    ReceiveMedium {
+        medium: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Why a received VRRP packet was dropped by [`crate::vrrp::packet::Repr::parse`].

@@ -59,7 +59,8 @@ pub enum Override {
     Standby,
 }
 
-/// The last peer (current master, for VRRP) this node heard.
+/// The last peer (current master, for VRRP; the other director, for the heartbeat)
+/// this node heard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerSeen {
     pub address: IpAddr,
@@ -70,16 +71,36 @@ pub struct PeerSeen {
     pub last_seen: SystemTime,
 }
 
+/// One heartbeat medium (link) as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkStatus {
+    /// The medium as heartbeat's ha.cf would name it, e.g. "ucast eth1 192.0.2.12",
+    /// "mcast eth0 239.0.0.94", "bcast eth2".
+    pub medium: String,
+    pub interface: String,
+    /// The peer was heard on this medium within the dead time.
+    pub up: bool,
+    /// When the peer was last heard on this medium.
+    #[serde(with = "unix_millis_opt", skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<SystemTime>,
+}
+
 /// Packet counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
+    /// VRRP adverts; heartbeat messages (one per message, whatever the number of
+    /// media it went out on).
     pub adverts_sent: u64,
+    /// VRRP adverts; authenticated heartbeat messages from the peer (one per
+    /// datagram: a message arriving on two media counts twice).
     pub adverts_received: u64,
+    /// VRRP priority-0 adverts; heartbeat shutdown notices ("t=shutdone st=dead").
     pub priority_zero_sent: u64,
     pub priority_zero_received: u64,
     pub became_active: u64,
     /// Dropped packets by reason ("checksum", "ttl", "version", "vrid", "length",
-    /// "address-count", "interval-mismatch", "auth", "source", ...).
+    /// "address-count", "interval-mismatch", "auth", "source", ...; the heartbeat
+    /// adds "malformed", "replay", "generation").
     pub invalid: BTreeMap<String, u64>,
 }
 
@@ -89,7 +110,8 @@ pub struct Status {
     /// "vrrp" or "heartbeat".
     pub protocol: String,
     pub role: Role,
-    /// Protocol state name ("initialize", "backup", "master", "fault").
+    /// Protocol state name (VRRP: "initialize", "backup", "master", "fault";
+    /// heartbeat: "init", "standby", "active", "fault", "stopped").
     pub state: String,
     /// Configured priority.
     pub priority: u8,
@@ -99,6 +121,9 @@ pub struct Status {
     pub peer: Option<PeerSeen>,
     pub counters: Counters,
     pub last_transition: Option<Transition>,
+    /// Per-medium state (the UDP 694 heartbeat; empty for VRRP).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkStatus>,
 }
 
 /// The supervisor's side of a running failover protocol.
@@ -130,5 +155,16 @@ mod unix_millis {
             .map(|d| d.as_millis())
             .unwrap_or(0);
         s.serialize_u64(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+}
+
+mod unix_millis_opt {
+    use serde::Serializer;
+    use std::time::SystemTime;
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::unix_millis::serialize(t, s),
+            None => s.serialize_none(),
+        }
     }
 }

@@ -60,7 +60,7 @@ async fn keepalived_v3_ipv4_multicast_takeover_standby() {
     assert_eq!(s.peer.expect("peer").address, ip(ADDR4[0]));
     assert!(s.counters.invalid.is_empty(), "{:?}", s.counters);
 
-    // Takeover: directord advertises 254; keepalived (200) yields.
+    // Takeover: directord claims at 255, then settles at 254; keepalived (200) yields.
     d.commands.send(Command::Takeover).expect("takeover");
     wait_role(&d, Role::Active, Duration::from_secs(1)).await;
     wait_keepalived(&log, "BACKUP", Duration::from_secs(3)).await;
@@ -103,8 +103,8 @@ async fn keepalived_v3_ipv4_multicast_takeover_standby() {
 }
 
 /// The hardest case for `takeover`: keepalived at 254 (the takeover priority) with
-/// a higher address, and `nopreempt`. directord outbids it at 255 when keepalived
-/// answers the tie, and keepalived stays backup.
+/// a higher address, and `nopreempt`. directord's takeover claim at 255 makes it
+/// yield; once settled at 254, keepalived (254, nopreempt) stays backup.
 #[tokio::test]
 async fn keepalived_254_higher_address_nopreempt_yields_to_takeover() {
     if skip() {
@@ -133,7 +133,7 @@ async fn keepalived_254_higher_address_nopreempt_yields_to_takeover() {
     assert_eq!(keepalived_state(&log).as_deref(), Some("BACKUP"));
     let s = d.status.borrow().clone();
     assert_eq!(s.role, Role::Active);
-    assert_eq!(s.effective_priority, 255, "outbid the tie at 254");
+    assert_eq!(s.effective_priority, 254, "claim settled at 254");
     assert!(s.counters.invalid.is_empty(), "{:?}", s.counters);
     assert_keepalived_accepted_all(&log);
     let states: Vec<_> = drain(&mut d).await.into_iter().map(|t| t.state).collect();

@@ -163,17 +163,19 @@ async fn v3_ipv6_multicast_100ms_takeover_standby() {
     b.commands.send(Command::Takeover).expect("takeover");
     wait_role(&b, Role::Active, Duration::from_secs(1)).await;
     wait_role(&a, Role::Standby, Duration::from_secs(1)).await;
-    assert_eq!(b.status.borrow().effective_priority, 254);
+    wait_status(&b, "takeover settles at 254", Duration::from_secs(2), |s| {
+        s.effective_priority == 254
+    })
+    .await;
 
-    // Takeover on a too: a (254, lower address than b?) — whoever loses the tie
-    // is outbid at 255; exactly one master in the end.
+    // Takeover on a too: the latest takeover wins, and b drops its override.
     a.commands.send(Command::Takeover).expect("takeover");
+    wait_role(&a, Role::Active, Duration::from_secs(1)).await;
+    wait_role(&b, Role::Standby, Duration::from_secs(1)).await;
+    assert_eq!(b.status.borrow().r#override, Override::None);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (ra, rb) = (a.status.borrow().role, b.status.borrow().role);
-    assert!(
-        (ra == Role::Active) != (rb == Role::Active),
-        "exactly one master: a {ra:?}, b {rb:?}"
-    );
+    assert_eq!((ra, rb), (Role::Active, Role::Standby));
 
     shutdown(&mut a);
     shutdown(&mut b);

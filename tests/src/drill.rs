@@ -77,16 +77,19 @@ pub fn trigger(pair: &Pair, event: Event, from: &str) -> Result<()> {
     }
 }
 
-/// Puts the pair back after `event` so that `from` is the only holder again (the takeover
-/// drill alternates direction instead: it waits until the peer is the only holder).
+/// Puts the pair back after `event` so that `from` is the only holder again: restart
+/// or link up (it preempts), or the opposite planned move (`standby` on the node that
+/// took over, `takeover` on the node that stood by).
 pub fn restore(pair: &mut Pair, event: Event, from: &str) -> Result<()> {
     let deadline = pair.setup.failover_deadline();
+    let to = pair.peer_of(from).to_string();
     match event {
         Event::Crash | Event::Terminate => pair.start_node(from)?,
         Event::LinkDown => pair.lab.link_up(from)?,
         Event::Takeover => {
-            pair.wait_converged(pair.peer_of(from), deadline)?;
-            return Ok(());
+            // Wait until the move is complete before handing back.
+            pair.wait_converged(&to, deadline)?;
+            pair.directord(&to)?.standby()?
         }
         Event::Standby => pair.directord(from)?.takeover()?,
     }

@@ -7,9 +7,9 @@
 //! 2001:db8::h (h written in hex digits as decimal, e.g. `2001:db8::11` for d1) and the MAC
 //! 02:00:c0:00:02:hh. The VIPs are [`VIP4`] and [`VIP6`].
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -54,8 +54,12 @@ pub fn is_root_or_skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    eprintln!("{test}: skipped: needs root (network namespaces)");
-    println!("{test}: skipped: needs root (network namespaces)");
+    // Straight to the stderr handle: the test harness captures `eprintln!` of passing
+    // tests, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: skipped: needs root (network namespaces)"
+    );
     false
 }
 
@@ -233,6 +237,11 @@ impl Lab {
             .iter()
             .find(|n| n.name == name)
             .unwrap_or_else(|| panic!("lab {} has no node {name}", self.id))
+    }
+
+    /// Keeps the temp dir (configs, logs) when the lab is dropped.
+    pub fn keep_files(&mut self) {
+        self.keep = true;
     }
 
     /// Marks the lab failed: logs are printed and the temp dir kept on drop.
@@ -542,12 +551,7 @@ impl Lab {
     /// The tail of every log, for a failure report.
     pub fn dump_logs(&self) {
         let procs = lock(&self.procs);
-        let mut seen = HashMap::new();
-        for s in procs.iter() {
-            seen.insert(s.proc.log.clone(), ());
-        }
-        let mut logs: Vec<_> = seen.into_keys().collect();
-        logs.sort();
+        let logs: BTreeSet<&PathBuf> = procs.iter().map(|s| &s.proc.log).collect();
         eprintln!(
             "==== lab {} failed; files kept in {} ====",
             self.id,
@@ -555,7 +559,7 @@ impl Lab {
         );
         for log in logs {
             eprintln!("---- {} (last 150 lines) ----", log.display());
-            eprintln!("{}", tail(&log, 150));
+            eprintln!("{}", tail(log, 150));
         }
         eprintln!("==== end of lab {} logs ====", self.id);
     }
@@ -635,11 +639,17 @@ pub fn run(cmd: &mut Command) -> Result<String> {
         .output()
         .with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
+        let stdout = String::from_utf8_lossy(&out.stdout);
         bail!(
-            "{cmd:?} failed ({}): {}{}",
+            "{cmd:?} failed ({}): {}{}{}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
+            if stdout.trim().is_empty() {
+                ""
+            } else {
+                " | stdout: "
+            },
+            stdout.trim()
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())

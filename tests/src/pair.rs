@@ -305,4 +305,65 @@ impl<'a> Pair<'a> {
         )
         .with_context(|| format!("last entry {last:?}"))
     }
+
+    /// Neither side dropped the other's packets as invalid: the `invalid` counters of
+    /// every running directord are all zero and keepalived logged no complaint about
+    /// received adverts.
+    pub fn assert_no_invalid_packets(&self) -> Result<()> {
+        for m in &self.members {
+            match &m.runner {
+                Some(Runner::Directord(d)) => {
+                    if d.proc().is_none_or(|p| !self.lab.is_running(p)) {
+                        continue;
+                    }
+                    let status = d.status()?;
+                    let invalid = &status["counters"]["invalid"];
+                    let total: u64 = invalid
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|(_, n)| n.as_u64())
+                        .sum();
+                    if total > 0 {
+                        bail!(
+                            "directord on {} dropped packets as invalid: {invalid}",
+                            m.node
+                        );
+                    }
+                }
+                Some(Runner::Keepalived(k)) => {
+                    let Some(proc) = k.proc() else { continue };
+                    let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
+                    let complaints: Vec<&str> = log
+                        .lines()
+                        .filter(|l| {
+                            let l = l.to_ascii_lowercase();
+                            KEEPALIVED_COMPLAINTS.iter().any(|c| l.contains(c))
+                        })
+                        .collect();
+                    if !complaints.is_empty() {
+                        bail!(
+                            "keepalived on {} complained:\n{}",
+                            m.node,
+                            complaints.join("\n")
+                        );
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
 }
+
+/// What keepalived logs when a received advert is wrong.
+const KEEPALIVED_COMPLAINTS: &[&str] = &[
+    "bogus",
+    "invalid",
+    "mismatch",
+    "checksum",
+    "ttl",
+    "wrong",
+    "discarding packet",
+    "unknown",
+];

@@ -35,6 +35,7 @@ fn fail_over_and_back(lab: &Lab, setup: Setup, d1: Daemon, d2: Daemon) -> Result
         f.outage.ms, f.to, f.answered_after
     );
     pair.assert_sole_holder_for("d1", ms(300))?;
+    pair.assert_no_invalid_packets()?;
     Ok(())
 }
 
@@ -146,6 +147,7 @@ fn takeover_from_keepalived(lab: &Lab, setup: Setup) -> Result<()> {
         out.recovered,
         "the client was left without answers: {out:?}"
     );
+    pair.assert_no_invalid_packets()?;
     Ok(())
 }
 

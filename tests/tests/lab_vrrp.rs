@@ -48,6 +48,7 @@ fn pair_converges_on_the_higher_priority() {
         );
         let probe = pair.probe()?;
         pair.wait_answered_by(&probe, "d1", 0, ms(2000))?;
+        pair.assert_no_invalid_packets()?;
         Ok(())
     });
 }
@@ -233,6 +234,7 @@ fn ipv6_vip_converges_and_fails_over() {
         pair.wait_answered_by(&probe, "d2", t0, deadline)?;
         pair.wait_client_neighbour("d2", deadline)?;
         eprintln!("{}", probe.stop().describe());
+        pair.assert_no_invalid_packets()?;
         Ok(())
     });
 }
@@ -265,6 +267,24 @@ fn unicast_peers_converge_and_fail_over() {
         pair.crash("d1")?;
         pair.wait_holds("d2", deadline)?;
         pair.wait_answered_by(&probe, "d2", t0, deadline)?;
+        Ok(())
+    });
+}
+
+/// Operators move the VIP back and forth with `takeover` alone: each takeover wins,
+/// whatever takeovers came before on either node: the latest takeover wins.
+#[test]
+fn takeover_back_and_forth() {
+    lab::test("takeover_back_and_forth", Lab::pair, |lab| {
+        let pair = converged(lab, Setup::v3(ms(100)))?;
+        let quick = ms(1500);
+        for (round, node) in ["d2", "d1", "d2", "d1"].into_iter().enumerate() {
+            pair.directord(node)?
+                .takeover()
+                .with_context(|| format!("round {round}: takeover on {node}"))?;
+            pair.wait_converged(node, quick)
+                .with_context(|| format!("round {round}: takeover on {node}"))?;
+        }
         Ok(())
     });
 }

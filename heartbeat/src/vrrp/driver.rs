@@ -272,6 +272,7 @@ impl Driver {
             }),
             counters: m.counters().clone(),
             last_transition: self.last_transition.clone(),
+            links: Vec::new(),
         };
         self.status.send_replace(status);
     }

@@ -13,10 +13,13 @@
 //!
 //! Operator overrides ([`Command::Takeover`], [`Command::Standby`]) change the
 //! effective priority and hold until the other one is given:
-//! - Takeover advertises 254 (255 for an address owner), becomes master at once and
-//!   always preempts. A peer at 254 with a higher address would win the tie, so when
-//!   one answers, this node raises itself to 255: takeover beats any peer at 1..=254,
-//!   with or without preempt (a master always yields to a higher priority).
+//! - Takeover becomes master at once and always preempts. It first *claims* with
+//!   priority 255 for three advert intervals, so that any master at 1..=254 yields
+//!   (a master always yields to a higher priority, preempt or not) — including a
+//!   peer holding an earlier takeover — then settles at 254, which no configured
+//!   peer below 254 can preempt. A master under Takeover that is outbid (the peer's
+//!   operator took over more recently) yields and drops its override: the latest
+//!   takeover wins. An address owner (255) keeps 255.
 //! - Standby sends a priority-0 advert if master, then advertises 1 and never
 //!   preempts, but still takes over when the master-down timer fires, so a site
 //!   never goes dark.
@@ -126,9 +129,14 @@ pub struct Machine {
 
     state: State,
     overrides: Override,
-    /// Under Takeover: a peer at 254 with a higher address was heard, so this node
-    /// advertises 255 to win.
+    /// Under Takeover: still claiming at 255, until `claim_until`.
     takeover_raised: bool,
+    claim_until: Option<Instant>,
+    /// When the current takeover claim began.
+    claim_started: Option<Instant>,
+    /// Since when the peer has advertised without a gap longer than the master-down
+    /// interval: tells an older master's adverts from a newer takeover's.
+    peer_stream_since: Option<Instant>,
     local: Option<IpAddr>,
     link_up: bool,
     socket_up: bool,
@@ -160,6 +168,9 @@ impl Machine {
             state: State::Initialize,
             overrides: Override::None,
             takeover_raised: false,
+            claim_until: None,
+            claim_started: None,
+            peer_stream_since: None,
             local: None,
             link_up: true,
             socket_up: false,
@@ -280,6 +291,11 @@ impl Machine {
         let mut actions = Vec::new();
         if self.stopped {
             return actions;
+        }
+        if self.claim_until.is_some_and(|until| now >= until) {
+            // The takeover claim is over: settle at 254.
+            self.takeover_raised = false;
+            self.claim_until = None;
         }
         match event {
             Event::SocketUp { local } => {
@@ -450,6 +466,16 @@ impl Machine {
             return;
         }
         self.counters.adverts_received += 1;
+        let continuing = self
+            .peer
+            .as_ref()
+            .filter(|p| p.address == src)
+            .is_some_and(|p| {
+                now.saturating_duration_since(p.last_seen) <= self.master_down_interval()
+            });
+        if !continuing {
+            self.peer_stream_since = Some(now);
+        }
         if repr.priority == PRIORITY_STOP {
             self.counters.priority_zero_received += 1;
         }
@@ -521,16 +547,32 @@ impl Machine {
             self.advert_at = Some(now + self.advert_interval);
             return;
         }
-        if self.overrides == Override::Takeover && repr.priority < PRIORITY_OWNER {
-            // Only a tie at 254 can get here: outbid it and stay master.
-            self.takeover_raised = true;
-            let raised = self.effective_priority();
-            self.send_advert(raised, actions);
+        if self.version == Version::V3 {
+            self.master_adver_interval = repr.advert_interval();
+        }
+        let older_master = match (self.claim_until, self.claim_started, self.peer_stream_since) {
+            (Some(_), Some(claim), Some(stream)) => stream < claim,
+            _ => false,
+        };
+        if self.overrides == Override::Takeover && older_master {
+            // Still claiming, and this peer has been advertising since before our
+            // takeover: its advert predates our claim. Reassert; it will yield.
+            self.send_advert(ours, actions);
             self.advert_at = Some(now + self.advert_interval);
             return;
         }
-        if self.version == Version::V3 {
-            self.master_adver_interval = repr.advert_interval();
+        if self.overrides == Override::Takeover {
+            // Outbid while holding a takeover: the peer's operator took over more
+            // recently (or it owns the addresses). The latest takeover wins.
+            self.overrides = Override::None;
+            self.takeover_raised = false;
+            self.claim_until = None;
+            let reason = format!(
+                "advert from {src} with priority {} outbids our takeover; takeover released",
+                repr.priority
+            );
+            self.become_backup(now, reason, actions);
+            return;
         }
         let reason = if repr.priority > ours {
             format!(
@@ -547,7 +589,9 @@ impl Machine {
         match command {
             Command::Takeover => {
                 self.overrides = Override::Takeover;
-                self.takeover_raised = false;
+                self.takeover_raised = true;
+                self.claim_until = Some(now + self.advert_interval * 3);
+                self.claim_started = Some(now);
                 match self.state {
                     State::Backup => {
                         self.become_master(now, "operator takeover".to_owned(), actions);
@@ -564,6 +608,7 @@ impl Machine {
             Command::Standby => {
                 self.overrides = Override::Standby;
                 self.takeover_raised = false;
+                self.claim_until = None;
                 match self.state {
                     State::Master => {
                         self.send_advert(PRIORITY_STOP, actions);
@@ -1072,18 +1117,17 @@ mod tests {
             m.handle(t0 + ms(100), from(PEER, advert(peer_priority, 100)));
             let a = m.handle(t0 + ms(200), Event::Command(Command::Takeover));
             assert_eq!(states(&a), [State::Master], "peer {peer_priority}");
-            assert_eq!(sent(&a), [254]);
+            // The claim: 255 beats any master at 1..=254, ties included.
+            assert_eq!(sent(&a), [255]);
             assert_eq!(m.override_mode(), Override::Takeover);
             // The peer was master too and sends once more before it hears us.
             let a = m.handle(t0 + ms(300), from(PEER, advert(peer_priority, 100)));
             assert_eq!(m.state(), State::Master, "peer {peer_priority}");
-            if peer_priority == 254 {
-                // Tie with a higher address: outbid at 255.
-                assert_eq!(sent(&a), [255]);
-                assert_eq!(m.effective_priority(), 255);
-            } else {
-                assert_eq!(sent(&a), [254]);
-            }
+            assert_eq!(sent(&a), [255]);
+            // After three advert intervals the claim settles at 254.
+            let a = m.poll_timeout(t0 + ms(200) + Duration::from_secs(3));
+            assert_eq!(sent(&a), [254], "peer {peer_priority}");
+            assert_eq!(m.effective_priority(), 254);
         }
     }
 
@@ -1092,22 +1136,52 @@ mod tests {
         let (mut m, t0) = started(&v3(100));
         m.handle(t0, Event::Command(Command::Takeover));
         assert_eq!(m.state(), State::Master);
+        m.poll_timeout(t0 + Duration::from_secs(3));
         // A peer configured at 200 with preempt would accept our 254 as backup;
         // if it does advertise, we do not yield.
-        let a = m.handle(t0 + ms(500), from(PEER, advert(200, 100)));
+        let a = m.handle(t0 + ms(3500), from(PEER, advert(200, 100)));
         assert_eq!(sent(&a), [254]);
         assert_eq!(m.state(), State::Master);
-        // But an address owner wins.
-        let a = m.handle(t0 + ms(600), from(PEER, advert(255, 100)));
-        assert_eq!(states(&a), [State::Backup]);
-        // As backup under Takeover we preempt a non-owner at once.
-        m.handle(t0 + ms(700), from(PEER, advert(200, 100)));
-        let deadline = m.next_deadline().expect("down timer");
-        assert_eq!(deadline, t0 + ms(600) + m.master_down_interval());
         // Owner priority 255 node: takeover priority stays 255.
         let (mut m, t0) = started(&v3(255));
         m.handle(t0, Event::Command(Command::Takeover));
+        m.poll_timeout(t0 + Duration::from_secs(5));
         assert_eq!(m.effective_priority(), 255);
+    }
+
+    #[test]
+    fn the_latest_takeover_wins() {
+        // We took over a while ago and settled at 254.
+        let (mut m, t0) = started(&v3(100));
+        m.handle(t0, Event::Command(Command::Takeover));
+        m.poll_timeout(t0 + Duration::from_secs(3));
+        assert_eq!(m.effective_priority(), 254);
+        // The peer's operator takes over: its claim at 255 arrives.
+        let a = m.handle(t0 + ms(3500), from(PEER, advert(255, 100)));
+        assert_eq!(states(&a), [State::Backup]);
+        assert_eq!(m.override_mode(), Override::None);
+        assert_eq!(m.effective_priority(), 100);
+        // Our operator takes it back at once, while the peer still claims at 255:
+        // the peer's adverts predate our claim, so we reassert instead of yielding.
+        let a = m.handle(t0 + ms(3600), Event::Command(Command::Takeover));
+        assert_eq!(states(&a), [State::Master]);
+        assert_eq!(sent(&a), [255]);
+        let a = m.handle(t0 + ms(3700), from(PEER, advert(255, 100)));
+        assert_eq!(m.state(), State::Master);
+        assert_eq!(sent(&a), [255]);
+        assert_eq!(m.override_mode(), Override::Takeover);
+    }
+
+    #[test]
+    fn a_claiming_master_yields_to_a_newer_claim() {
+        // We claim; the peer was silent (backup) when we did.
+        let (mut m, t0) = started(&v3(100));
+        m.handle(t0, Event::Command(Command::Takeover));
+        // The peer's operator takes over within our claim window: its first advert
+        // starts a new stream, newer than our claim, so we yield.
+        let a = m.handle(t0 + ms(100), from(PEER, advert(255, 100)));
+        assert_eq!(states(&a), [State::Backup]);
+        assert_eq!(m.override_mode(), Override::None);
     }
 
     #[test]
@@ -1141,7 +1215,7 @@ mod tests {
         // Takeover clears Standby.
         let a = m.handle(last + ms(9100), Event::Command(Command::Takeover));
         assert_eq!(states(&a), [State::Master]);
-        assert_eq!(sent(&a), [254]);
+        assert_eq!(sent(&a), [255], "a takeover claims at 255");
         assert_eq!(m.override_mode(), Override::Takeover);
         // And Standby clears Takeover again.
         let a = m.handle(last + ms(9200), Event::Command(Command::Standby));
@@ -1174,7 +1248,7 @@ mod tests {
         assert_eq!(m.state(), State::Fault);
         let a = m.handle(t0 + ms(10), Event::Command(Command::LinkUp));
         assert_eq!(states(&a), [State::Master]);
-        assert_eq!(sent(&a), [254]);
+        assert_eq!(sent(&a), [255], "still within the takeover claim");
     }
 
     #[test]

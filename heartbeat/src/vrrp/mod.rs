@@ -152,6 +152,7 @@ fn initial_status(config: &VrrpConfig) -> Status {
         peer: None,
         counters: Counters::default(),
         last_transition: None,
+        links: Vec::new(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The failover benchmark: client-visible outage (probe every 10 ms to VIP:7 from the
 //! client) for directord and keepalived pairs in the namespace lab, side by side.
 //!
-//! `failover-bench [--runs N] [--only directord|keepalived] [--advert 1s,100ms]`
+//! `failover-bench [--runs N] [--only directord|keepalived] [--advert 1s,100ms]
+//! [--event kill9,linkdown,takeover,standby]`
 //! Run as root; `tests/bench/failover.sh` builds (release) and runs it.
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ struct Options {
     runs: usize,
     daemons: Vec<Daemon>,
     adverts: Vec<Duration>,
+    events: Vec<Event>,
 }
 
 fn parse_args() -> Result<Options> {
@@ -25,6 +27,12 @@ fn parse_args() -> Result<Options> {
         runs: 5,
         daemons: vec![Daemon::Directord, Daemon::Keepalived],
         adverts: vec![Duration::from_secs(1), Duration::from_millis(100)],
+        events: vec![
+            Event::Crash,
+            Event::LinkDown,
+            Event::Takeover,
+            Event::Standby,
+        ],
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -48,6 +56,20 @@ fn parse_args() -> Result<Options> {
                     })
                     .collect::<Result<_>>()?
             }
+            "--event" => {
+                o.events = args
+                    .next()
+                    .context(usage)?
+                    .split(',')
+                    .map(|e| match e {
+                        "kill9" => Ok(Event::Crash),
+                        "linkdown" => Ok(Event::LinkDown),
+                        "takeover" => Ok(Event::Takeover),
+                        "standby" => Ok(Event::Standby),
+                        _ => bail!("unknown event {e}: {usage}"),
+                    })
+                    .collect::<Result<_>>()?
+            }
             _ => bail!(usage),
         }
     }
@@ -60,7 +82,7 @@ type Cell = Result<Vec<f64>, String>;
 fn cell_text(cell: Option<&Cell>) -> String {
     match cell {
         None => "n/a".to_string(),
-        Some(Err(e)) => format!("failed: {e}"),
+        Some(Err(_)) => "failed (see above)".to_string(),
         Some(Ok(v)) if v.is_empty() => "no runs".to_string(),
         Some(Ok(v)) => {
             let mut s = v.clone();
@@ -121,15 +143,9 @@ fn main() -> Result<()> {
         eprintln!("keepalived side skipped: {e:#}");
         daemons.retain(|d| *d != Daemon::Keepalived);
     }
-    let events = [
-        Event::Crash,
-        Event::LinkDown,
-        Event::Takeover,
-        Event::Standby,
-    ];
     let mut rows = Vec::new();
     for &advert in &o.adverts {
-        for event in events {
+        for &event in &o.events {
             let mut cells = Vec::new();
             for &daemon in &daemons {
                 // keepalived has no planned hand-over command.

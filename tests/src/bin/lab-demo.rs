@@ -159,7 +159,8 @@ fn main() -> Result<()> {
     if !lab::is_root_or_skip("lab-demo") {
         bail!("lab-demo needs root");
     }
-    let lab = setup_lab()?;
+    let mut lab = setup_lab()?;
+    lab.keep_files();
     let result = drill(&lab, daemon, advert);
     if result.is_err() {
         lab.mark_failed();
@@ -319,7 +320,7 @@ fn drill(lab: &Lab, daemon: Daemon, advert: Duration) -> Result<()> {
     println!(
         "Notes: after kill -9 the dead daemon's VIP stays configured on d1 (nobody removes it) \
          until d1's daemon starts again; the client follows the gratuitous ARPs of the new \
-         active director. Files: {}",
+         active director. Configs and logs are kept in {}",
         lab.dir().display()
     );
     Ok(())
