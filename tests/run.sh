@@ -37,4 +37,9 @@ cargo build --workspace --all-targets -q
 echo "== cargo test"
 # The lab tests start real daemons in network namespaces; two at a time keeps a
 # 2-core machine's timers honest.
-cargo test --workspace -- --test-threads=2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace -- --test-threads=2 2>&1 | tee "$log"
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6; s += $8 }
+     END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
