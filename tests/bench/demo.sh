@@ -10,8 +10,12 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "demo.sh: run as root (network namespaces)" >&2
     exit 1
 fi
-for tool in ip nft python3; do
-    command -v "$tool" >/dev/null || { echo "demo.sh: $tool is missing (see tests/run.sh)" >&2; exit 1; }
-done
+# A fresh machine: install what the lab needs.
+if ! command -v ip >/dev/null || ! command -v nft >/dev/null || ! command -v python3 >/dev/null \
+    || ! command -v keepalived >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends build-essential iproute2 nftables python3 keepalived >/dev/null
+fi
 cargo build -q -p directord -p directord-tests
 exec target/debug/lab-demo "$@"

@@ -8,6 +8,10 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "failover.sh: run as root (network namespaces)" >&2
     exit 1
 fi
-command -v keepalived >/dev/null || echo "keepalived is missing (apt-get install -y keepalived): its column is skipped" >&2
+if ! command -v keepalived >/dev/null || ! command -v ip >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends build-essential iproute2 nftables python3 keepalived >/dev/null
+fi
 cargo build --release -q -p directord -p directord-tests
 exec target/release/failover-bench "$@"
