@@ -1,8 +1,11 @@
 //! The crate's error type.
 
-use std::io;
+use std::{io, net::SocketAddr};
 
-use crate::address::{Changes, Vip};
+use crate::{
+    address::{Changes, Vip},
+    ipvs::{Op, ServiceKey, SyncRole, refusal},
+};
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -112,6 +115,206 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    /// The generic netlink socket for IPVS could not be opened or the `IPVS`
+    /// family could not be looked up.
+    #[error("cannot open IPVS over generic netlink")]
+    OpenIpvs {
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel has no IPVS: the `IPVS` generic netlink family is not
+    /// registered, even after `modprobe ip_vs`.
+    #[error("this kernel has no IPVS (is the ip_vs module available?)")]
+    IpvsUnavailable {
+        #[source]
+        source: io::Error,
+    },
+
+    /// A service cannot be programmed as given; `field` names what is wrong.
+    #[error("invalid IPVS service {service}: {field}: {reason}")]
+    InvalidService {
+        service: ServiceKey,
+        field: &'static str,
+        reason: String,
+    },
+
+    /// A destination cannot be programmed as given; `field` names what is wrong.
+    #[error("invalid real server {destination} of IPVS service {service}: {field}: {reason}")]
+    InvalidDestination {
+        service: ServiceKey,
+        destination: SocketAddr,
+        field: &'static str,
+        reason: String,
+    },
+
+    /// A sync daemon cannot be started as given; `field` names what is wrong.
+    #[error("invalid IPVS {role} sync daemon: {field}: {reason}")]
+    InvalidSyncDaemon {
+        role: SyncRole,
+        field: &'static str,
+        reason: String,
+    },
+
+    /// Reading IPVS's version and table size failed.
+    #[error("cannot read IPVS info")]
+    GetIpvsInfo {
+        #[source]
+        source: io::Error,
+    },
+
+    /// Dumping the virtual services failed.
+    #[error("cannot list IPVS services")]
+    ListServices {
+        #[source]
+        source: io::Error,
+    },
+
+    /// Reading one virtual service failed.
+    #[error("cannot read IPVS service {service}")]
+    GetService {
+        service: ServiceKey,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel refused to add the service.
+    #[error("cannot add IPVS service {service}{}", refusal(Op::AddService, source))]
+    AddService {
+        service: ServiceKey,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel refused to change the service.
+    #[error(
+        "cannot edit IPVS service {service}{}",
+        refusal(Op::EditService, source)
+    )]
+    EditService {
+        service: ServiceKey,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel refused to remove the service.
+    #[error(
+        "cannot remove IPVS service {service}{}",
+        refusal(Op::RemoveService, source)
+    )]
+    RemoveService {
+        service: ServiceKey,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Dumping the real servers of a service failed.
+    #[error("cannot list the real servers of IPVS service {service}")]
+    ListDestinations {
+        service: ServiceKey,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel refused to add the real server.
+    #[error(
+        "cannot add real server {destination} to IPVS service {service}{}",
+        refusal(Op::AddDestination, source)
+    )]
+    AddDestination {
+        service: ServiceKey,
+        destination: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel refused to change the real server.
+    #[error(
+        "cannot edit real server {destination} of IPVS service {service}{}",
+        refusal(Op::EditDestination, source)
+    )]
+    EditDestination {
+        service: ServiceKey,
+        destination: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel refused to remove the real server.
+    #[error(
+        "cannot remove real server {destination} from IPVS service {service}{}",
+        refusal(Op::RemoveDestination, source)
+    )]
+    RemoveDestination {
+        service: ServiceKey,
+        destination: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Reading the connection timeouts failed.
+    #[error("cannot read the IPVS timeouts")]
+    GetTimeouts {
+        #[source]
+        source: io::Error,
+    },
+
+    /// Setting the connection timeouts failed.
+    #[error("cannot set the IPVS timeouts")]
+    SetTimeouts {
+        #[source]
+        source: io::Error,
+    },
+
+    /// Listing the sync daemons failed.
+    #[error("cannot list the IPVS sync daemons")]
+    ListSyncDaemons {
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel refused to start the sync daemon.
+    #[error(
+        "cannot start the IPVS {role} sync daemon on {interface}{}",
+        refusal(Op::StartDaemon, source)
+    )]
+    StartSyncDaemon {
+        role: SyncRole,
+        interface: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel refused to stop the sync daemon.
+    #[error(
+        "cannot stop the IPVS {role} sync daemon{}",
+        refusal(Op::StopDaemon, source)
+    )]
+    StopSyncDaemon {
+        role: SyncRole,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Zeroing the counters (of one service, or all) failed.
+    #[error("cannot zero the IPVS counters{}", .service.map(|s| format!(" of {s}")).unwrap_or_default())]
+    ZeroStats {
+        service: Option<ServiceKey>,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Emptying the IPVS table failed.
+    #[error("cannot flush the IPVS table")]
+    FlushIpvs {
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel sent an IPVS message vipmgr cannot read.
+    #[error("malformed {what}: {reason}")]
+    ParseIpvs { what: &'static str, reason: String },
 }
 
 /// The first failure with its causes, for `Reconcile`'s one-line message.

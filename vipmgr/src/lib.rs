@@ -6,12 +6,15 @@
 //! - [`announce`]: gratuitous ARP and unsolicited Neighbour Advertisement after
 //!   a takeover.
 //! - [`link`]: whether an interface is up, and a watcher that follows it.
+//! - [`ipvs`]: the kernel's IPVS table over generic netlink: services, real
+//!   servers, timeouts, the connection-sync daemon, counters.
 //!
 //! Every socket is opened in the network namespace of the calling thread.
 
 pub mod address;
 pub mod announce;
 pub mod error;
+pub mod ipvs;
 pub mod link;
 
 mod netlink;
