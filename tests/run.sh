@@ -16,9 +16,9 @@ if [[ "${1:-}" != "--no-install" ]]; then
     apt-get install -y -qq --no-install-recommends \
         build-essential pkg-config ca-certificates \
         iproute2 iputils-ping iputils-arping tcpdump nftables procps psmisc \
-        keepalived python3 >/dev/null
-    # keepalived's package enables a service; the tests start their own instances.
-    systemctl disable --now keepalived >/dev/null 2>&1 || true
+        keepalived heartbeat python3 >/dev/null
+    # The packages enable services; the tests start their own instances.
+    systemctl disable --now keepalived heartbeat >/dev/null 2>&1 || true
     command -v cargo >/dev/null || { echo "cargo is missing (install Rust with rustup)" >&2; exit 1; }
     for c in clippy rustfmt; do
         if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
