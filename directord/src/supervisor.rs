@@ -1,8 +1,13 @@
-//! The supervisor: joins the failover protocol, the VIPs and the control socket.
+//! The supervisor: joins the failover protocol, the VIPs, IPVS and the control
+//! socket.
 //!
 //! It owns the desired state (which VIPs this node must hold, from its role) and
-//! drives `vipmgr` to it. Everyone else talks to it through a [`SupervisorHandle`].
+//! drives `vipmgr` to it; the IPVS table is programmed on both directors by the
+//! IPVS thread ([`crate::ipvs`]), which it tells about configs, roles and drains.
+//! Everyone else talks to it through a [`SupervisorHandle`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use heartbeat::{Command, FailoverHandle, Role, Transition};
@@ -14,8 +19,16 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config, Protocol, VrrpVersion};
 use crate::control::{Request, Response};
+use crate::ipvs::{IpvsHandle, IpvsStatus};
 
 type Reply = oneshot::Sender<Response>;
+
+/// A request's answer: ready now, or to come from the IPVS thread (awaited off
+/// the supervisor's loop, so a long reconcile never delays a role change).
+enum Answer {
+    Now(Response),
+    Later(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
 
 /// Cloneable access to the running supervisor.
 #[derive(Debug, Clone)]
@@ -56,6 +69,9 @@ pub struct StatusReport {
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_millis")]
     pub deadtime: Option<Duration>,
     pub vips: Vec<VipStatus>,
+    /// The IPVS table per service, the sync daemon, refused changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipvs: Option<IpvsStatus>,
     pub config: String,
     pub pid: u32,
 }
@@ -78,10 +94,50 @@ fn opt_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok,
 pub fn spawn_failover(config: &Config) -> anyhow::Result<FailoverHandle> {
     match &config.failover.protocol {
         Protocol::Vrrp(v) => Ok(heartbeat::vrrp::spawn(vrrp_config(config, v))?),
-        Protocol::Heartbeat(_) => {
-            anyhow::bail!("the heartbeat protocol is not wired into this build yet")
-        }
+        Protocol::Heartbeat(h) => Ok(heartbeat::linuxha::spawn(heartbeat_config(config, h)?)?),
     }
+}
+
+/// Builds the UDP 694 heartbeat's configuration; reads the key file.
+pub fn heartbeat_config(
+    config: &Config,
+    h: &config::Heartbeat,
+) -> anyhow::Result<heartbeat::linuxha::HbConfig> {
+    use heartbeat::linuxha::Medium;
+    let keys = heartbeat::linuxha::authkeys::AuthKeys::load(&h.auth_key_file)?;
+    let media = h
+        .media
+        .iter()
+        .map(|m| match m {
+            config::Medium::Unicast { peer, interface } => Medium::Unicast {
+                peer: *peer,
+                interface: interface.clone(),
+            },
+            config::Medium::Multicast {
+                group,
+                interface,
+                ttl,
+            } => Medium::Multicast {
+                group: *group,
+                interface: interface.clone(),
+                ttl: *ttl,
+            },
+            config::Medium::Broadcast { interface } => Medium::Broadcast {
+                interface: interface.clone(),
+            },
+        })
+        .collect();
+    let mut hb = heartbeat::linuxha::HbConfig::new(&config.node.name, &h.peer, media, keys);
+    hb.preferred = h.preferred.clone();
+    hb.auto_failback = h.auto_failback;
+    hb.keepalive = h.keepalive;
+    hb.warntime = h.warntime;
+    hb.deadtime = h.deadtime;
+    hb.initdead = h.initdead;
+    hb.port = h.port;
+    hb.allow_insecure_crc = h.allow_insecure_crc;
+    hb.state_dir = h.state_dir.clone();
+    Ok(hb)
 }
 
 /// Builds VRRP's configuration from the validated config.
@@ -137,6 +193,7 @@ struct Supervisor {
     role: Role,
     /// Gratuitous ARP / NA bursts and refreshes while active.
     announcer: Option<JoinHandle<()>>,
+    ipvs: IpvsHandle,
 }
 
 /// Starts the supervisor: the failover protocol on its own thread, the link watch,
@@ -156,6 +213,11 @@ pub fn start(
         Ok(_) => {}
         Err(e) => warn!(error = %chain(&e), "could not clear stale VIPs at start"),
     }
+    // IPVS on both directors, whatever the role: the table is programmed now (on
+    // the IPVS thread, without a flush) and the sync daemon starts as backup.
+    let ipvs = IpvsHandle::spawn()?;
+    drop(ipvs.configure(config.services.clone(), config.ipvs.sync.clone()));
+    ipvs.role(Role::Standby);
     let failover = spawn_failover(&config)?;
     let link = match vipmgr::watch_link(&config.failover.interface) {
         Ok(rx) => Some(rx),
@@ -171,6 +233,7 @@ pub fn start(
         addresses,
         role: Role::Standby,
         announcer: None,
+        ipvs,
     };
     if let Some(rx) = &link {
         // The watch only reports changes: a link already down at start counts too.
@@ -199,6 +262,7 @@ impl Supervisor {
                     None => {
                         error!("failover protocol thread ended unexpectedly; releasing VIPs");
                         self.release().await;
+                        self.stop_ipvs().await;
                         break;
                     }
                 },
@@ -220,10 +284,16 @@ impl Supervisor {
                     Err(_) => link = None,
                 },
                 r = requests.recv(), if requests_open => match r {
-                    Some((req, reply)) => {
-                        let answer = self.on_request(req).await;
-                        let _ = reply.send(answer);
-                    }
+                    Some((req, reply)) => match self.on_request(req).await {
+                        Answer::Now(answer) => {
+                            let _ = reply.send(answer);
+                        }
+                        Answer::Later(answer) => {
+                            tokio::spawn(async move {
+                                let _ = reply.send(answer.await);
+                            });
+                        }
+                    },
                     None => requests_open = false,
                 },
             }
@@ -234,11 +304,15 @@ impl Supervisor {
         info!(role = ?t.role, state = %t.state, reason = %t.reason, "role change");
         let previous = self.role;
         self.role = t.role;
+        self.ipvs.role(t.role);
         match t.role {
             Role::Active => {
-                if previous != Role::Active || self.announcer.is_none() {
-                    self.acquire().await;
+                if previous == Role::Active {
+                    // A repeated Active (e.g. after a healed partition): hold the VIPs
+                    // and announce them again so clients follow this node.
+                    info!("announcing the VIPs again");
                 }
+                self.acquire().await;
             }
             Role::Standby | Role::Fault => self.release().await,
         }
@@ -313,46 +387,97 @@ impl Supervisor {
         }
         self.role = Role::Standby;
         self.release().await;
+        self.stop_ipvs().await;
         if let Some(thread) = self.failover.thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
-    async fn on_request(&mut self, req: Request) -> Response {
-        match req {
-            Request::Status => match serde_json::to_value(self.status()) {
-                Ok(v) => Response::status(v),
-                Err(e) => Response::error(format!("cannot encode status: {e}")),
-            },
-            Request::Takeover => {
-                if self.failover.commands.send(Command::Takeover).is_err() {
-                    return Response::error("the failover protocol is not running");
-                }
-                Response::ok(format!("{}: taking over", self.config.node.name))
-            }
-            Request::Standby => {
-                if self.failover.commands.send(Command::Standby).is_err() {
-                    return Response::error("the failover protocol is not running");
-                }
-                Response::ok(format!(
-                    "{}: handing over; staying standby until `directorctl takeover`",
-                    self.config.node.name
-                ))
-            }
-            Request::Reload => self.reload().await,
+    /// The sync daemon goes back to backup (this node no longer holds the VIPs)
+    /// and the IPVS thread ends. The table stays as it is.
+    async fn stop_ipvs(&mut self) {
+        self.ipvs.role(Role::Standby);
+        if let Some(thread) = self.ipvs.stop() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
+    async fn on_request(&mut self, req: Request) -> Answer {
+        match req {
+            Request::Status => {
+                let mut report = self.status();
+                let ipvs = self.ipvs.status();
+                Answer::Later(Box::pin(async move {
+                    report.ipvs = ipvs.await.ok();
+                    match serde_json::to_value(report) {
+                        Ok(v) => Response::status(v),
+                        Err(e) => Response::error(format!("cannot encode status: {e}")),
+                    }
+                }))
+            }
+            Request::Takeover => Answer::Now({
+                if self.failover.commands.send(Command::Takeover).is_err() {
+                    Response::error("the failover protocol is not running")
+                } else {
+                    Response::ok(format!("{}: taking over", self.config.node.name))
+                }
+            }),
+            Request::Standby => Answer::Now({
+                if self.failover.commands.send(Command::Standby).is_err() {
+                    Response::error("the failover protocol is not running")
+                } else {
+                    Response::ok(format!(
+                        "{}: handing over; staying standby until `directorctl takeover`",
+                        self.config.node.name
+                    ))
+                }
+            }),
+            Request::Reload => self.reload().await,
+            Request::Drain { service, real } => self.drain(service, real, true),
+            Request::Enable { service, real } => self.drain(service, real, false),
+        }
+    }
+
+    /// Drains or enables one real server (on the IPVS thread).
+    fn drain(&mut self, service: String, real: String, drain: bool) -> Answer {
+        let answer = self.ipvs.drain(service, real, drain);
+        Answer::Later(Box::pin(async move {
+            match answer.await {
+                Ok(Ok((name, real))) => {
+                    let message = format!(
+                        "{name} {}: {}, weight {}{}; {} active connection(s), {} inactive",
+                        real.address,
+                        if drain { "drained" } else { "enabled" },
+                        real.weight.map_or("?".to_string(), |w| w.to_string()),
+                        if drain {
+                            format!(" (configured {})", real.configured_weight)
+                        } else {
+                            String::new()
+                        },
+                        real.active_connections,
+                        real.inactive_connections,
+                    );
+                    match serde_json::to_value(&real) {
+                        Ok(data) => Response::with_data(message, data),
+                        Err(_) => Response::ok(message),
+                    }
+                }
+                Ok(Err(e)) => Response::error(e),
+                Err(_) => Response::error("directord is shutting down"),
+            }
+        }))
+    }
+
     /// Re-reads the file. An invalid file changes nothing.
-    async fn reload(&mut self) -> Response {
+    async fn reload(&mut self) -> Answer {
         let path = self.config.path.clone();
         let new = match Config::load(&path) {
             Ok(c) => c,
             Err(problems) => {
                 warn!(%problems, "reload refused: the running config stays");
-                return Response::error(format!(
+                return Answer::Now(Response::error(format!(
                     "reload refused, the running config stays:\n{problems}"
-                ));
+                )));
             }
         };
         let mut restart_needed = Vec::new();
@@ -377,13 +502,16 @@ impl Supervisor {
         if new.services != self.config.services {
             applied.push("[[service]]");
         }
+        if new.ipvs != self.config.ipvs {
+            applied.push("[ipvs]");
+        }
         if !restart_needed.is_empty() {
             let msg = format!(
                 "reload refused: {} changed, which needs a restart of directord; nothing was applied",
                 restart_needed.join(", ")
             );
             warn!("{msg}");
-            return Response::error(msg);
+            return Answer::Now(Response::error(msg));
         }
         // Keep the sections that need a restart as they run; take the rest.
         let mut managed = old_vips.clone();
@@ -391,6 +519,12 @@ impl Supervisor {
         self.config.vips = new.vips;
         self.config.announce = new.announce;
         self.config.services = new.services;
+        self.config.ipvs = new.ipvs;
+        // The whole table is reconciled (so a change made behind directord's back
+        // is undone too), but only what differs reaches the kernel.
+        let ipvs = self
+            .ipvs
+            .configure(self.config.services.clone(), self.config.ipvs.sync.clone());
         if self.role == Role::Active {
             match self.addresses.reconcile(&new_vips, &managed) {
                 Ok(changes) => info!(?changes, "reload applied to the VIPs"),
@@ -407,8 +541,25 @@ impl Supervisor {
         } else {
             format!("reloaded: {} applied", applied.join(", "))
         };
-        info!("{msg}");
-        Response::ok(msg)
+        let uses_ipvs = !self.config.services.is_empty() || self.config.ipvs.sync.is_some();
+        Answer::Later(Box::pin(async move {
+            let Ok(summary) = ipvs.await else {
+                return Response::error("directord is shutting down");
+            };
+            let msg = if uses_ipvs || !summary.is_clean() || summary.changes > 0 {
+                format!("{msg}; {summary}")
+            } else {
+                msg
+            };
+            if summary.is_clean() {
+                info!("{msg}");
+                Response::ok(msg)
+            } else {
+                // The new config runs, but the kernel does not hold all of it.
+                warn!("{msg}");
+                Response::error(msg)
+            }
+        }))
     }
 
     fn status(&mut self) -> StatusReport {
@@ -441,6 +592,7 @@ impl Supervisor {
             keepalive: hb.map(|h| h.keepalive),
             deadtime: hb.map(|h| h.deadtime),
             vips,
+            ipvs: None,
             config: self.config.path.display().to_string(),
             pid: std::process::id(),
         }

@@ -297,6 +297,12 @@ fn heartbeat_section_and_its_key_file() {
         "{p}"
     );
 
+    // A key file heartbeat could not use is refused too.
+    std::fs::write(&keys, "auth 2\n1 sha1 secret\n").expect("write");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let p = Config::load(&file).expect_err("auth names a missing key");
+    assert!(p.to_string().contains(":10:17:"), "{p}");
+
     // Timers that make no sense, and a medium that is two things at once.
     let text = HEARTBEAT
         .replace("KEYS", "/k")
@@ -311,4 +317,217 @@ fn heartbeat_section_and_its_key_file() {
         "{l:#?}"
     );
     assert!(l.iter().any(|x| x.contains("exactly one of")), "{l:#?}");
+}
+
+const WWW: &str = r#"
+[[service]]
+name = "www"
+address = "192.0.2.100:80"
+
+[[service.real]]
+address = "10.0.1.11:80"
+"#;
+
+#[test]
+fn ipvs_sync_daemon_defaults_follow_the_services_and_vrrp() {
+    let c = Config::parse(Path::new("x.toml"), GOOD).expect("valid");
+    assert_eq!(c.ipvs.sync, None, "no service, no sync daemon");
+
+    let c = Config::parse(Path::new("x.toml"), &format!("{GOOD}{WWW}")).expect("valid");
+    let sync = c.ipvs.sync.expect("sync runs when there are services");
+    assert_eq!(sync.interface, "eth0");
+    assert_eq!(sync.sync_id, 51, "the VRRP router id");
+    assert_eq!((sync.group, sync.port, sync.ttl), (None, None, None));
+
+    let text = format!(
+        "{GOOD}
+[ipvs]
+sync_interface = \"eth1\"
+sync_id = 9
+sync_group = \"239.1.2.3\"
+sync_port = 8850
+sync_ttl = 2
+{WWW}"
+    );
+    let sync = Config::parse(Path::new("x.toml"), &text)
+        .expect("valid")
+        .ipvs
+        .sync
+        .expect("sync");
+    assert_eq!(sync.interface, "eth1");
+    assert_eq!(sync.sync_id, 9);
+    assert_eq!(sync.group, Some("239.1.2.3".parse().unwrap()));
+    assert_eq!((sync.port, sync.ttl), (Some(8850), Some(2)));
+
+    let off = format!("{GOOD}\n[ipvs]\nsync = false\n{WWW}");
+    assert_eq!(
+        Config::parse(Path::new("x.toml"), &off)
+            .expect("valid")
+            .ipvs
+            .sync,
+        None
+    );
+    let on = format!("{GOOD}\n[ipvs]\nsync = true\n");
+    assert!(
+        Config::parse(Path::new("x.toml"), &on)
+            .expect("valid")
+            .ipvs
+            .sync
+            .is_some()
+    );
+}
+
+#[test]
+fn ipvs_section_mistakes_are_named() {
+    // GOOD has 14 lines; [ipvs] starts on line 16.
+    let text = format!(
+        "{GOOD}
+[ipvs]
+sync = false
+sync_interface = \"eth1\"
+"
+    );
+    let l = lines(&problems(&text));
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert!(
+        l[0].starts_with("/etc/directord.toml:18:18: ") && l[0].contains("sync = false"),
+        "{l:?}"
+    );
+
+    let text = format!(
+        "{GOOD}
+[ipvs]
+sync_id = 300
+sync_group = \"10.0.0.1\"
+sync_ttl = 0
+sync_daemon = \"eth0\"
+{WWW}"
+    );
+    let l = lines(&problems(&text));
+    // Unknown keys stop the section before its values are looked at.
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert!(l[0].contains("sync_daemon"), "{l:?}");
+    let text = text.replace("sync_daemon = \"eth0\"\n", "");
+    let l = lines(&problems(&text));
+    for (line, word) in [(17, "sync_id"), (18, "not a multicast"), (19, "sync_ttl")] {
+        assert!(
+            l.iter()
+                .any(|x| x.starts_with(&format!("/etc/directord.toml:{line}:")) && x.contains(word)),
+            "no problem at line {line} with {word:?} in {l:#?}"
+        );
+    }
+    assert_eq!(l.len(), 3, "{l:#?}");
+}
+
+#[test]
+fn scheduler_flags_and_persistence_netmask() {
+    let service = |extra: &str, real: &str| {
+        format!(
+            "{GOOD}
+[[service]]
+name = \"www\"
+{extra}
+
+[[service.real]]
+address = \"{real}\"
+"
+        )
+    };
+    let ok = |text: &str| -> directord::config::Service {
+        Config::parse(Path::new("x.toml"), text)
+            .unwrap_or_else(|p| panic!("{p}"))
+            .services
+            .remove(0)
+    };
+    let s = ok(&service(
+        "address = \"192.0.2.100:80\"\nscheduler = \"mh\"\nscheduler_flags = [\"mh-port\", \"mh-fallback\"]\npersistence = \"300s\"\npersistence_netmask = \"255.255.255.0\"",
+        "10.0.1.11:80",
+    ));
+    assert_eq!(s.scheduler_flags, ["mh-port", "mh-fallback"]);
+    assert_eq!(s.persistence_netmask, Some(24));
+    let s = ok(&service(
+        "address = \"[2001:db8::100]:53\"\nprotocol = \"udp\"\npersistence = \"60s\"\npersistence_netmask = 64",
+        "[2001:db8::21]:53",
+    ));
+    assert_eq!(s.persistence_netmask, Some(64));
+    let s = ok(&service(
+        "fwmark = 7\nscheduler = \"sh\"\nscheduler_flags = [\"sh-port\"]",
+        "2001:db8::21",
+    ));
+    assert_eq!(s.family(), directord::config::Family::V6);
+
+    for (extra, real, at, word) in [
+        (
+            "address = \"192.0.2.100:80\"\nscheduler_flags = [\"mh-port\"]",
+            "10.0.1.11:80",
+            "19:20",
+            "belongs to the mh scheduler, not wlc",
+        ),
+        (
+            "address = \"192.0.2.100:80\"\nscheduler = \"sh\"\nscheduler_flags = [\"sh-prt\"]",
+            "10.0.1.11:80",
+            "20:20",
+            "unknown scheduler flag",
+        ),
+        (
+            "address = \"192.0.2.100:80\"\npersistence_netmask = 24",
+            "10.0.1.11:80",
+            "19:23",
+            "only with persistence",
+        ),
+        (
+            "address = \"192.0.2.100:80\"\npersistence = \"1s\"\npersistence_netmask = \"255.0.255.0\"",
+            "10.0.1.11:80",
+            "20:23",
+            "netmask like",
+        ),
+        (
+            "address = \"[2001:db8::100]:80\"\npersistence = \"1s\"\npersistence_netmask = \"ffff::\"",
+            "[2001:db8::21]:80",
+            "20:23",
+            "prefix length 1-128",
+        ),
+    ] {
+        let l = lines(&problems(&service(extra, real)));
+        assert_eq!(l.len(), 1, "{l:#?}");
+        assert!(
+            l[0].starts_with(&format!("/etc/directord.toml:{at}: ")) && l[0].contains(word),
+            "want {at} {word:?}, got {l:#?}"
+        );
+    }
+}
+
+#[test]
+fn fwmark_services_are_keyed_by_mark_and_family() {
+    let fwm = |name: &str, real: &str| {
+        format!(
+            "\n[[service]]\nname = \"{name}\"\nfwmark = 7\nprotocol = \"udp\"\n\n[[service.real]]\naddress = \"{real}\"\n"
+        )
+    };
+    // The same mark for IPv4 and IPv6 is two services, whatever the protocol says.
+    let text = format!(
+        "{GOOD}{}{}",
+        fwm("a", "10.0.1.11"),
+        fwm("b", "2001:db8::11")
+    );
+    Config::parse(Path::new("x.toml"), &text).unwrap_or_else(|p| panic!("{p}"));
+    let text = format!(
+        "{GOOD}{}{}",
+        fwm("a", "10.0.1.11"),
+        fwm("b", "10.0.1.12").replace("udp", "tcp")
+    );
+    let l = lines(&problems(&text));
+    assert!(
+        l.len() == 1 && l[0].contains("repeats another service"),
+        "{l:#?}"
+    );
+    let text = format!(
+        "{GOOD}{}\n[[service.real]]\naddress = \"2001:db8::12\"\n",
+        fwm("a", "10.0.1.11")
+    );
+    let l = lines(&problems(&text));
+    assert!(
+        l.len() == 1 && l[0].contains("one address family"),
+        "{l:#?}"
+    );
 }

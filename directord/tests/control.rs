@@ -38,6 +38,8 @@ struct Node {
     ns: String,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Appended to CONFIG.
+    extra: String,
 }
 
 const CONFIG: &str = r#"[node]
@@ -65,6 +67,10 @@ address = "198.51.100.10/24"
 
 impl Node {
     fn start(tag: &str) -> Node {
+        Node::start_with(tag, "")
+    }
+
+    fn start_with(tag: &str, extra: &str) -> Node {
         let ns = format!("dctl{}{tag}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         run("ip", &["netns", "add", &ns]);
@@ -85,6 +91,7 @@ impl Node {
             ns,
             dir,
             child: None,
+            extra: extra.to_string(),
         };
         std::fs::write(node.config(), node.config_text()).expect("write config");
         node.spawn();
@@ -100,7 +107,7 @@ impl Node {
     }
 
     fn config_text(&self) -> String {
-        CONFIG.replace("SOCKET", &self.socket().display().to_string())
+        CONFIG.replace("SOCKET", &self.socket().display().to_string()) + &self.extra
     }
 
     fn spawn(&mut self) {
@@ -389,6 +396,87 @@ fn socket_is_for_root_only() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot reach directord"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const SERVICES: &str = r#"
+[[service]]
+name = "www"
+address = "198.51.100.10:80"
+forward = "nat"
+
+[[service.real]]
+address = "10.0.1.11:8080"
+weight = 100
+"#;
+
+/// This machine's kernel may have no IPVS. A director with services must then
+/// still fail over and hold its VIPs, say once that IPVS is missing, show it in
+/// status, and refuse a drain with that reason. (With IPVS, the table is there.)
+#[test]
+fn services_without_ipvs_still_fail_over() {
+    need_root!();
+    let node = Node::start_with("e", SERVICES);
+    node.wait_role("active");
+    wait(Duration::from_secs(5), "VIP", || {
+        node.holds("198.51.100.10")
+    });
+    let ipvs = node.status()["ipvs"].clone();
+    let www = &ipvs["services"][0];
+    assert_eq!(www["name"], "www", "{ipvs}");
+    assert_eq!(www["reals"][0]["configured_weight"], 100, "{ipvs}");
+    match ipvs["state"].as_str() {
+        Some("unavailable") => {
+            assert!(
+                ipvs["error"].as_str().is_some_and(|e| e.contains("IPVS")),
+                "{ipvs}"
+            );
+            assert_eq!(www["present"], false);
+            let out = node.ctl(&["drain", "www", "10.0.1.11:8080"]);
+            assert!(!out.status.success());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("IPVS is unavailable"), "{err}");
+            // A reload is fine, and the warning is not repeated.
+            let out = node.ctl(&["reload"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("IPVS unavailable"),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            assert_eq!(
+                node.log().matches("IPVS is unavailable").count(),
+                1,
+                "{}",
+                node.log()
+            );
+            let table = node.ctl(&["status"]);
+            let table = String::from_utf8_lossy(&table.stdout);
+            assert!(table.contains("ipvs        unavailable"), "{table}");
+        }
+        Some("ok") => {
+            assert_eq!(www["present"], true, "{ipvs}");
+            assert_eq!(www["reals"][0]["weight"], 100, "{ipvs}");
+        }
+        other => panic!("ipvs state {other:?}: {ipvs}"),
+    }
+    // Unknown names are explained whatever the kernel.
+    let out = node.ctl(&["enable", "nosuch", "10.0.1.11:8080"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no service named `nosuch` (services: www)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = node.ctl(&["drain", "www", "10.0.1.12:8080"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no real server `10.0.1.12:8080`"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

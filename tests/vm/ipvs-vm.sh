@@ -141,7 +141,7 @@ fi
 version=""
 if [[ -n "$package" ]]; then
     version=$(apt-cache show --no-all-versions "$package" 2>/dev/null |
-        awk '/^Version:/ {print $2; exit}')
+        awk '/^Version:/ && !v {v = $2} END {print v}')  # reads it all: no SIGPIPE under pipefail
 fi
 if [[ -z "$package" || -z "$version" ]]; then
     # Offline or no apt lists: fall back to the newest kernel already cached.

@@ -27,6 +27,7 @@ use vipmgr::{
     ipvs::{
         Change, Destination, Family, Forward, Ipvs, Persistence, Scheduler, SchedulerFlags,
         Service, ServiceKey, SyncDaemon, SyncRole, Timeouts, Tunnel, TunnelChecksum, TunnelType,
+        VirtualService,
     },
 };
 
@@ -678,5 +679,184 @@ fn vm_apply_a_batch() {
         let removals: Vec<Change> = keys.iter().map(|k| Change::RemoveService(*k)).collect();
         assert!(ipvs.apply(&removals).iter().all(Result::is_ok));
         assert!(saved().is_empty());
+    });
+}
+
+fn web_desired(weights: [u32; 2]) -> VirtualService {
+    VirtualService::new(
+        Service::new(
+            ServiceKey::tcp(addr("192.0.2.100:80")),
+            Scheduler::WeightedRoundRobin,
+        ),
+        vec![
+            Destination::new(addr("10.0.1.11:80"), Forward::Masquerade, weights[0]),
+            Destination::new(addr("10.0.1.12:80"), Forward::Masquerade, weights[1]),
+        ],
+    )
+}
+
+fn marked_desired() -> VirtualService {
+    let mut svc = Service::new(ServiceKey::fwmark(Family::Ipv4, 7), Scheduler::MaglevHash);
+    svc.scheduler_flags = SchedulerFlags::MH_FALLBACK | SchedulerFlags::MH_PORT;
+    svc.persistence = persistent(300, 24);
+    VirtualService::new(
+        svc,
+        vec![
+            Destination::new(addr("10.0.2.1:0"), Forward::Route, 1),
+            Destination::new(addr("10.0.2.2:0"), Forward::Tunnel(Tunnel::IPIP), 2),
+        ],
+    )
+}
+
+fn keys_of(desired: &[VirtualService]) -> BTreeSet<ServiceKey> {
+    desired.iter().map(VirtualService::key).collect()
+}
+
+#[test]
+#[ignore = "runs inside the IPVS VM, started by ipvs_in_vm"]
+fn vm_reconcile() {
+    in_netns("vm_reconcile", || {
+        // Another tool's service, which no reconcile may touch.
+        ipvsadm(&["-A", "-u", "192.0.2.200:53", "-s", "rr"]);
+        ipvsadm(&["-a", "-u", "192.0.2.200:53", "-r", "10.0.9.9:53", "-g"]);
+        let foreign = lines(&[
+            "-A -u 192.0.2.200:53 -s rr",
+            "-a -u 192.0.2.200:53 -r 10.0.9.9:53 -g -w 1",
+        ]);
+
+        let mut ipvs = Ipvs::open().expect("IPVS family");
+        let desired = vec![web_desired([100, 50]), marked_desired()];
+        let report = ipvs
+            .reconcile(&desired, &keys_of(&desired))
+            .expect("reconcile");
+        assert!(report.is_clean(), "{:?}", report.failures);
+        assert_eq!(report.applied.len(), 2 + 4);
+        let mut want = foreign.clone();
+        want.extend(lines(&[
+            "-A -t 192.0.2.100:80 -s wrr",
+            "-a -t 192.0.2.100:80 -r 10.0.1.11:80 -m -w 100",
+            "-a -t 192.0.2.100:80 -r 10.0.1.12:80 -m -w 50",
+            "-A -f 7 -s mh -p 300 -M 255.255.255.0 -b mh-fallback,mh-port",
+            "-a -f 7 -r 10.0.2.1:0 -g -w 1",
+            "-a -f 7 -r 10.0.2.2:0 -i -w 2 --tun-type ipip",
+        ]));
+        assert_eq!(saved(), want);
+        // What the kernel holds reads back equal to what was asked for.
+        let mut table = ipvs.table(&keys_of(&desired)).expect("table");
+        table.sort_by_key(VirtualService::key);
+        let mut sorted = desired.clone();
+        sorted.sort_by_key(VirtualService::key);
+        assert_eq!(table, sorted);
+
+        // The same state again: no change request at all.
+        let report = ipvs
+            .reconcile(&desired, &keys_of(&desired))
+            .expect("reconcile");
+        assert!(report.applied.is_empty() && report.is_clean(), "{report:?}");
+
+        // One weight: one edit, one line of the table.
+        let desired = vec![web_desired([100, 60]), marked_desired()];
+        let report = ipvs
+            .reconcile(&desired, &keys_of(&desired))
+            .expect("reconcile");
+        assert_eq!(
+            report.applied,
+            [Change::EditDestination {
+                service: desired[0].key(),
+                destination: desired[0].destinations[1],
+            }]
+        );
+        let now = saved();
+        assert_eq!(
+            want.difference(&now).collect::<Vec<_>>(),
+            ["-a -t 192.0.2.100:80 -r 10.0.1.12:80 -m -w 50"]
+        );
+        assert_eq!(
+            now.difference(&want).collect::<Vec<_>>(),
+            ["-a -t 192.0.2.100:80 -r 10.0.1.12:80 -m -w 60"]
+        );
+
+        // Refusals: a scheduler this kernel lacks, a real server at a multicast
+        // address. Each names its service and field; the rest still applies.
+        let mut twos = VirtualService::new(
+            Service::new(
+                ServiceKey::tcp(addr("192.0.2.100:443")),
+                Scheduler::TwoChoices,
+            ),
+            vec![Destination::new(
+                addr("10.0.1.11:443"),
+                Forward::Masquerade,
+                1,
+            )],
+        );
+        let mut web = web_desired([100, 70]);
+        web.destinations.push(Destination::new(
+            addr("224.0.0.1:80"),
+            Forward::Masquerade,
+            1,
+        ));
+        let desired = vec![web, marked_desired(), twos.clone()];
+        let report = ipvs
+            .reconcile(&desired, &keys_of(&desired))
+            .expect("reconcile");
+        let kernel_has_twos = report.failures.len() == 1;
+        let failures: Vec<(String, Option<SocketAddr>, &str)> = report
+            .failures
+            .iter()
+            .map(|f| (f.service.to_string(), f.destination, f.field))
+            .collect();
+        if kernel_has_twos {
+            assert_eq!(report.applied.len(), 3);
+        } else {
+            assert_eq!(
+                failures,
+                [
+                    ("TCP 192.0.2.100:443".into(), None, "scheduler"),
+                    (
+                        "TCP 192.0.2.100:80".into(),
+                        Some(addr("224.0.0.1:80")),
+                        "address"
+                    ),
+                ]
+            );
+            assert!(
+                report.failures[0]
+                    .to_string()
+                    .contains("no such scheduler or persistence engine in this kernel"),
+                "{}",
+                report.failures[0]
+            );
+            // The twos service's real server was not tried; the weight was applied.
+            assert_eq!(report.skipped, 1);
+            assert_eq!(report.applied.len(), 1, "{:?}", report.applied);
+        }
+        assert!(
+            saved().contains("-a -t 192.0.2.100:80 -r 10.0.1.12:80 -m -w 70"),
+            "{:?}",
+            saved()
+        );
+
+        // A managed service left out of the desired state goes, with its real
+        // servers; the 443 service, now with a scheduler the kernel has, is added.
+        twos.service.scheduler = Scheduler::RoundRobin;
+        let desired = vec![web_desired([100, 70]), twos];
+        let mut managed = keys_of(&desired);
+        managed.insert(marked_desired().key());
+        let report = ipvs.reconcile(&desired, &managed).expect("reconcile");
+        assert!(report.is_clean(), "{:?}", report.failures);
+        let mut want = foreign.clone();
+        want.extend(lines(&[
+            "-A -t 192.0.2.100:80 -s wrr",
+            "-a -t 192.0.2.100:80 -r 10.0.1.11:80 -m -w 100",
+            "-a -t 192.0.2.100:80 -r 10.0.1.12:80 -m -w 70",
+            "-A -t 192.0.2.100:443 -s rr",
+            "-a -t 192.0.2.100:443 -r 10.0.1.11:443 -m -w 1",
+        ]));
+        assert_eq!(saved(), want);
+
+        // Managing nothing desires nothing: the foreign service stays.
+        let report = ipvs.reconcile(&[], &keys_of(&desired)).expect("reconcile");
+        assert_eq!(report.applied.len(), 2);
+        assert_eq!(saved(), foreign);
     });
 }

@@ -41,6 +41,28 @@ enum Cmd {
     },
     /// Re-read the config file (validated first; an invalid file changes nothing).
     Reload,
+    /// Take a real server out of a service: weight 0, existing connections stay.
+    /// Waits until its active connections reach zero. Survives reloads.
+    Drain {
+        /// The `[[service]]` name.
+        service: String,
+        /// The real server's address as in the config ("10.0.1.11:80"; a bare IP
+        /// when it is the only real server there).
+        real: String,
+        /// Return at once instead of waiting for the connections to end.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds (exit 1; the drain stays).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
+    /// Give a drained real server its configured weight back.
+    Enable {
+        /// The `[[service]]` name.
+        service: String,
+        /// The real server's address as in the config.
+        real: String,
+    },
     /// Validate a config file without a running daemon (exit 0 or 78).
     CheckConfig {
         #[arg(default_value = config::DEFAULT_CONFIG)]
@@ -101,6 +123,92 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let r = checked(client::call(&args.socket, &Request::Reload)?)?;
             println!("{}", r.message.unwrap_or_default());
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Drain {
+            service,
+            real,
+            no_wait,
+            timeout,
+        } => {
+            let request = Request::Drain {
+                service: service.clone(),
+                real,
+            };
+            let r = checked(client::call(&args.socket, &request)?)?;
+            println!("{}", r.message.unwrap_or_default());
+            let data = r.status.unwrap_or(Value::Null);
+            let active = data["active_connections"].as_u64().unwrap_or(0);
+            if no_wait || active == 0 {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let address = data["address"].as_str().unwrap_or_default().to_string();
+            wait_drained(
+                &args.socket,
+                &service,
+                &address,
+                active,
+                timeout.map(Duration::from_secs),
+            )
+        }
+        Cmd::Enable { service, real } => {
+            let r = checked(client::call(
+                &args.socket,
+                &Request::Enable { service, real },
+            )?)?;
+            println!("{}", r.message.unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Polls status until the drained real server has no active connection left.
+fn wait_drained(
+    socket: &std::path::Path,
+    service: &str,
+    address: &str,
+    mut active: u64,
+    timeout: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    println!(
+        "waiting for {active} active connection(s) to end (Ctrl-C stops waiting; the drain stays)"
+    );
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let r = checked(client::call(socket, &Request::Status)?)?;
+        let status = r.status.unwrap_or(Value::Null);
+        let real = status["ipvs"]["services"]
+            .as_array()
+            .and_then(|services| services.iter().find(|s| s["name"] == service))
+            .and_then(|s| s["reals"].as_array())
+            .and_then(|reals| reals.iter().find(|r| r["address"] == address))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if real.is_null() {
+            anyhow::bail!("{service} {address} is no longer configured");
+        }
+        if real["drained"] != true {
+            anyhow::bail!("{service} {address} was enabled again while waiting");
+        }
+        let now = real["active_connections"].as_u64().unwrap_or(0);
+        if now == 0 {
+            println!(
+                "{service} {address}: drained, no active connection after {:.1} s ({} inactive)",
+                start.elapsed().as_secs_f64(),
+                real["inactive_connections"]
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if now != active {
+            println!("{now} active connection(s)");
+            active = now;
+        }
+        if timeout.is_some_and(|t| start.elapsed() >= t) {
+            eprintln!(
+                "still {now} active connection(s) after {} s; the drain stays",
+                start.elapsed().as_secs()
+            );
+            return Ok(ExitCode::FAILURE);
         }
     }
 }
@@ -295,5 +403,109 @@ fn table(s: &Value) -> String {
             c["adverts_sent"], c["adverts_received"], c["became_active"], invalid
         ),
     );
+    out.push_str(&ipvs_table(&s["ipvs"]));
+    out
+}
+
+/// The IPVS part of the status table: one block per service, one line per real
+/// server, then what the kernel refused.
+fn ipvs_table(ipvs: &Value) -> String {
+    let mut out = String::new();
+    let state = ipvs["state"].as_str().unwrap_or("unused");
+    let mut line = match state {
+        "unused" => return out,
+        "unavailable" => format!(
+            "unavailable: {}",
+            ipvs["error"].as_str().unwrap_or("this kernel has no IPVS")
+        ),
+        _ => match ipvs["error"].as_str() {
+            Some(e) => format!("cannot read the table: {e}"),
+            None => "ok".to_string(),
+        },
+    };
+    let sync = &ipvs["sync"];
+    if !sync.is_null() {
+        let running: Vec<&str> = sync["running"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        line.push_str(&format!(
+            "; sync daemon {} on {} (id {}), running: {}",
+            sync["role"].as_str().unwrap_or("?"),
+            sync["interface"].as_str().unwrap_or("?"),
+            sync["sync_id"],
+            if running.is_empty() {
+                "none".to_string()
+            } else {
+                running.join(", ")
+            }
+        ));
+        if let Some(e) = sync["error"].as_str() {
+            line.push_str(&format!(" (error: {e})"));
+        }
+    }
+    let apply = &ipvs["last_apply"];
+    if !apply.is_null() {
+        line.push_str(&format!(
+            "; last apply {}: {} change(s), {} refused",
+            ago(&apply["at"]),
+            apply["changes"],
+            apply["failures"]
+        ));
+    }
+    out.push_str(&format!("{:<12}{line}\n", "ipvs"));
+    for service in ipvs["services"].as_array().into_iter().flatten() {
+        let stats = &service["stats"];
+        out.push_str(&format!(
+            "{:<12}{} {} {}{}, {} conn/s, in {} pkt/s {} B/s, out {} pkt/s {} B/s\n",
+            "service",
+            service["name"].as_str().unwrap_or("?"),
+            service["service"].as_str().unwrap_or("?"),
+            service["scheduler"].as_str().unwrap_or("?"),
+            if service["present"] == true {
+                ""
+            } else {
+                " (NOT IN THE KERNEL)"
+            },
+            stats["connection_rate"],
+            stats["in_packet_rate"],
+            stats["in_byte_rate"],
+            stats["out_packet_rate"],
+            stats["out_byte_rate"],
+        ));
+        for real in service["reals"].as_array().into_iter().flatten() {
+            let weight = match real["weight"].as_u64() {
+                Some(w) => w.to_string(),
+                None => "-".to_string(),
+            };
+            out.push_str(&format!(
+                "{:<14}-> {} {} weight {}/{}{}, active {}, inactive {}, {} conn/s, in {} B/s, out {} B/s\n",
+                "",
+                real["address"].as_str().unwrap_or("?"),
+                real["forward"].as_str().unwrap_or("?"),
+                weight,
+                real["configured_weight"],
+                if real["drained"] == true { " DRAINED" } else { "" },
+                real["active_connections"],
+                real["inactive_connections"],
+                real["stats"]["connection_rate"],
+                real["stats"]["in_byte_rate"],
+                real["stats"]["out_byte_rate"],
+            ));
+        }
+    }
+    for failure in ipvs["failures"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<12}{}{}: {}: {}\n",
+            "refused",
+            failure["service"].as_str().unwrap_or("?"),
+            failure["real"]
+                .as_str()
+                .map(|r| format!(" real {r}"))
+                .unwrap_or_default(),
+            failure["field"].as_str().unwrap_or("?"),
+            failure["error"].as_str().unwrap_or("?"),
+        ));
+    }
     out
 }

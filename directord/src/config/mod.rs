@@ -32,6 +32,7 @@ pub struct Config {
     pub failover: Failover,
     pub announce: Announce,
     pub control: Control,
+    pub ipvs: Ipvs,
     pub vips: Vec<Vip>,
     pub services: Vec<Service>,
 }
@@ -99,7 +100,7 @@ pub enum VrrpVersion {
     V3,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Family {
     V4,
     V6,
@@ -131,6 +132,26 @@ pub struct Control {
     pub group: String,
 }
 
+/// `[ipvs]`: how the kernel's IPVS is run besides the services.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ipvs {
+    /// The connection-sync daemon: master on the active director, backup on the
+    /// standby (keepalived's `lvs_sync_daemon`). `None`: directord runs none.
+    pub sync: Option<IpvsSync>,
+}
+
+/// The connection-sync daemon's settings; unset ones take the kernel's
+/// defaults (group 224.0.0.81, port 8848, TTL 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IpvsSync {
+    pub interface: String,
+    /// Both directors must use the same id.
+    pub sync_id: u8,
+    pub group: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub ttl: Option<u8>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Vip {
     pub address: IpAddr,
@@ -144,12 +165,44 @@ pub struct Service {
     pub target: ServiceTarget,
     pub protocol: L4Protocol,
     pub scheduler: String,
+    /// `sh-fallback`, `sh-port`, `mh-fallback`, `mh-port`, `flag-1..3`.
+    pub scheduler_flags: Vec<String>,
     pub forward: Forward,
     pub persistence: Option<Duration>,
+    /// Clients are grouped by this prefix of their address for persistence
+    /// (`None`: per client, /32 or /128).
+    pub persistence_netmask: Option<u8>,
     pub on_failure: OnFailure,
     pub sorry_server: Option<SocketAddr>,
     pub check: Option<Check>,
     pub reals: Vec<RealServer>,
+}
+
+impl Service {
+    /// The address family: the service address's, or for a fwmark service that
+    /// of its (first) real server.
+    pub fn family(&self) -> Family {
+        match self.target {
+            ServiceTarget::Address(a) => family_of(&a.ip()),
+            ServiceTarget::Fwmark(_) => self
+                .reals
+                .first()
+                .map_or(Family::V4, |r| family_of(&r.address.ip())),
+        }
+    }
+
+    /// Its real server at `address`, or, given a bare IP, the only one there.
+    pub fn real(&self, address: &str) -> Option<&RealServer> {
+        if let Ok(a) = address.parse::<SocketAddr>() {
+            return self.reals.iter().find(|r| r.address == a);
+        }
+        let ip = address.parse::<IpAddr>().ok()?;
+        let mut at_ip = self.reals.iter().filter(|r| r.address.ip() == ip);
+        match (at_ip.next(), at_ip.next()) {
+            (Some(r), None) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

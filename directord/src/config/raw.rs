@@ -108,6 +108,24 @@ pub struct Control {
     pub group: Option<S<String>>,
 }
 
+/// `[ipvs]`: the connection-sync daemon.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ipvs {
+    #[serde(default)]
+    pub sync: Option<S<bool>>,
+    #[serde(default)]
+    pub sync_interface: Option<S<String>>,
+    #[serde(default)]
+    pub sync_id: Option<S<i64>>,
+    #[serde(default)]
+    pub sync_group: Option<S<String>>,
+    #[serde(default)]
+    pub sync_port: Option<S<i64>>,
+    #[serde(default)]
+    pub sync_ttl: Option<S<i64>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vip {
@@ -131,7 +149,12 @@ pub struct Service {
     #[serde(default)]
     pub forward: Option<S<String>>,
     #[serde(default)]
+    pub scheduler_flags: Vec<S<String>>,
+    #[serde(default)]
     pub persistence: Option<S<String>>,
+    /// A prefix length (24) or, for IPv4, a netmask ("255.255.255.0").
+    #[serde(default)]
+    pub persistence_netmask: Option<S<toml::Value>>,
     #[serde(default)]
     pub on_failure: Option<S<String>>,
     #[serde(default)]

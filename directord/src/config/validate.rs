@@ -14,9 +14,19 @@ use super::diagnostic::{Collector, Problems};
 use super::raw::{self, S};
 use super::*;
 
-const SECTIONS: &str = "node, failover, announce, control, vip, service";
+const SECTIONS: &str = "node, failover, announce, control, ipvs, vip, service";
 const SCHEDULERS: &[&str] = &[
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
+];
+/// Scheduler flags (ipvsadm's `-b`), with the scheduler they belong to.
+const SCHEDULER_FLAGS: &[(&str, Option<&str>)] = &[
+    ("sh-fallback", Some("sh")),
+    ("sh-port", Some("sh")),
+    ("mh-fallback", Some("mh")),
+    ("mh-port", Some("mh")),
+    ("flag-1", None),
+    ("flag-2", None),
+    ("flag-3", None),
 ];
 
 pub(super) fn validate(path: &Path, text: &str, check_files: bool) -> Result<Config, Problems> {
@@ -36,6 +46,7 @@ pub(super) fn validate(path: &Path, text: &str, check_files: bool) -> Result<Con
     let mut failover: Option<raw::Failover> = None;
     let mut announce: Option<raw::Announce> = None;
     let mut control: Option<raw::Control> = None;
+    let mut ipvs: Option<raw::Ipvs> = None;
     let mut vips: Vec<S<raw::Vip>> = Vec::new();
     let mut services: Vec<S<raw::Service>> = Vec::new();
     let mut seen_vip_section = false;
@@ -49,6 +60,7 @@ pub(super) fn validate(path: &Path, text: &str, check_files: bool) -> Result<Con
             "failover" => failover = section(&mut c, value),
             "announce" => announce = section(&mut c, value),
             "control" => control = section(&mut c, value),
+            "ipvs" => ipvs = section(&mut c, value),
             "vip" => {
                 seen_vip_section = true;
                 vips = array_of_tables(&mut c, "vip", key_span, value);
@@ -80,7 +92,14 @@ pub(super) fn validate(path: &Path, text: &str, check_files: bool) -> Result<Con
             "no [[vip]] given: a director needs at least one virtual address",
         );
     }
+    let has_services = !services.is_empty();
     let services_ok = validate_services(&mut c, services);
+    let ipvs = validate_ipvs(
+        &mut c,
+        ipvs,
+        failover.as_ref().map(|(f, _)| f),
+        has_services,
+    );
 
     let family_check = failover
         .as_ref()
@@ -102,6 +121,7 @@ pub(super) fn validate(path: &Path, text: &str, check_files: bool) -> Result<Con
             failover,
             announce,
             control,
+            ipvs,
             vips: vips_ok,
             services: services_ok,
         }),
@@ -144,6 +164,7 @@ fn unreachable_config() -> Config {
             socket: PathBuf::new(),
             group: String::new(),
         },
+        ipvs: Ipvs { sync: None },
         vips: Vec::new(),
         services: Vec::new(),
     }
@@ -515,6 +536,11 @@ fn check_key_file(c: &mut Collector<'_>, s: &S<String>, path: &Path) {
                         path.display()
                     ),
                 );
+            } else if let Err(e) = heartbeat::linuxha::AuthKeys::load(path) {
+                c.at(
+                    sp(s),
+                    format!("auth_key_file {}: {}", path.display(), chain(&e)),
+                );
             }
         }
     }
@@ -813,14 +839,6 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
                 None
             }
         };
-        if let Some(t) = target {
-            if !targets.insert((t, protocol)) {
-                c.at(
-                    Some(span.clone()),
-                    format!("service `{name}` repeats another service's address"),
-                );
-            }
-        }
         let scheduler = match &s.scheduler {
             None => "wlc".to_string(),
             Some(x) => {
@@ -837,6 +855,33 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
                 x.get_ref().clone()
             }
         };
+        let mut scheduler_flags = Vec::new();
+        for flag in &s.scheduler_flags {
+            let name = flag.get_ref().as_str();
+            match SCHEDULER_FLAGS.iter().find(|(f, _)| *f == name) {
+                None => c.at(
+                    sp(flag),
+                    format!(
+                        "unknown scheduler flag \"{name}\", expected one of: {}",
+                        SCHEDULER_FLAGS
+                            .iter()
+                            .map(|(f, _)| *f)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                Some((_, Some(owner))) if *owner != scheduler => c.at(
+                    sp(flag),
+                    format!(
+                        "scheduler flag \"{name}\" belongs to the {owner} scheduler, not {scheduler}"
+                    ),
+                ),
+                Some(_) if scheduler_flags.iter().any(|f| f == name) => {
+                    c.at(sp(flag), format!("scheduler flag \"{name}\" is listed twice"))
+                }
+                Some(_) => scheduler_flags.push(name.to_string()),
+            }
+        }
         let forward = match s.forward.as_ref().map(|p| p.get_ref().as_str()) {
             None | Some("dr") => Some(Forward::Dr),
             Some("nat") => Some(Forward::Nat),
@@ -859,6 +904,12 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
             }
             Some(d)
         });
+        if let (Some(m), None) = (&s.persistence_netmask, persistence) {
+            c.at(
+                sp(m),
+                "persistence_netmask applies only with persistence (e.g. persistence = \"300s\")",
+            );
+        }
         let on_failure = match s.on_failure.as_ref().map(|p| p.get_ref().as_str()) {
             None | Some("quiesce") => Some(OnFailure::Quiesce),
             Some("remove") => Some(OnFailure::Remove),
@@ -876,7 +927,7 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
             .and_then(|x| socket_addr(c, x, "sorry_server"));
         let check = s.check.as_ref().and_then(|x| validate_check(c, x));
         let fwmark = matches!(target, Some(ServiceTarget::Fwmark(_)));
-        let mut reals = Vec::new();
+        let mut reals: Vec<RealServer> = Vec::new();
         let mut seen = HashSet::new();
         if s.real.is_empty() {
             c.at(
@@ -915,6 +966,15 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
                             "real server and service are of different address families",
                         );
                     }
+                } else if let Some(first) = reals.first() {
+                    // A fwmark service takes the family of its first real server.
+                    if first.address.is_ipv4() != a.is_ipv4() && forward != Some(Forward::Tun) {
+                        c.at(
+                            sp(&r.address),
+                            "the real servers of a fwmark service must all be of one address \
+                             family (unless forward = \"tun\")",
+                        );
+                    }
                 }
                 if let Some(w) = weight {
                     reals.push(RealServer {
@@ -924,6 +984,30 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
                 }
             }
         }
+        // A fwmark service takes the family of its real servers.
+        let family = match target {
+            Some(ServiceTarget::Address(a)) => family_of(&a.ip()),
+            _ => reals
+                .first()
+                .map_or(Family::V4, |r| family_of(&r.address.ip())),
+        };
+        if let Some(t) = target {
+            // IPVS keys a service by protocol and address, or by mark and family.
+            let key = match t {
+                ServiceTarget::Address(_) => (t, protocol, None),
+                ServiceTarget::Fwmark(_) => (t, None, Some(family)),
+            };
+            if !targets.insert(key) {
+                c.at(
+                    Some(span.clone()),
+                    format!("service `{name}` repeats another service's address"),
+                );
+            }
+        }
+        let persistence_netmask = s
+            .persistence_netmask
+            .as_ref()
+            .and_then(|m| netmask(c, m, family));
         if let (Some(target), Some(protocol), Some(forward), Some(on_failure)) =
             (target, protocol, forward, on_failure)
         {
@@ -932,8 +1016,10 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
                 target,
                 protocol,
                 scheduler,
+                scheduler_flags,
                 forward,
                 persistence,
+                persistence_netmask,
                 on_failure,
                 sorry_server,
                 check,
@@ -942,6 +1028,127 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
         }
     }
     out
+}
+
+/// `persistence_netmask`: a prefix length, or for IPv4 a dotted netmask.
+fn netmask(c: &mut Collector<'_>, m: &S<toml::Value>, family: Family) -> Option<u8> {
+    let (lo, hi) = match family {
+        Family::V4 => (0, 32),
+        // The kernel refuses /0 for IPv6.
+        Family::V6 => (1, 128),
+    };
+    let prefix = match m.get_ref() {
+        toml::Value::Integer(n) => u8::try_from(*n).ok().filter(|n| (lo..=hi).contains(n)),
+        toml::Value::String(text) if family == Family::V4 => text
+            .parse::<std::net::Ipv4Addr>()
+            .ok()
+            .map(u32::from)
+            .filter(|bits| bits.leading_ones() + bits.trailing_zeros() == 32)
+            .map(|bits| bits.leading_ones() as u8),
+        _ => None,
+    };
+    if prefix.is_none() {
+        c.at(
+            sp(m),
+            match family {
+                Family::V4 => format!(
+                    "persistence_netmask must be a prefix length {lo}-{hi} or a netmask like \"255.255.255.0\", got {}",
+                    m.get_ref()
+                ),
+                Family::V6 => format!(
+                    "persistence_netmask of an IPv6 service must be a prefix length {lo}-{hi}, got {}",
+                    m.get_ref()
+                ),
+            },
+        );
+    }
+    prefix
+}
+
+/// `[ipvs]`: the sync daemon runs by default when there are services, on the
+/// failover interface, with the VRRP router id as its sync id.
+fn validate_ipvs(
+    c: &mut Collector<'_>,
+    raw: Option<raw::Ipvs>,
+    failover: Option<&Failover>,
+    has_services: bool,
+) -> Ipvs {
+    let raw = raw.unwrap_or(raw::Ipvs {
+        sync: None,
+        sync_interface: None,
+        sync_id: None,
+        sync_group: None,
+        sync_port: None,
+        sync_ttl: None,
+    });
+    let enabled = raw.sync.as_ref().map_or(has_services, |s| *s.get_ref());
+    if !enabled {
+        let given = [
+            (
+                "sync_interface",
+                raw.sync_interface.as_ref().map(|x| x.span()),
+            ),
+            ("sync_id", raw.sync_id.as_ref().map(|x| x.span())),
+            ("sync_group", raw.sync_group.as_ref().map(|x| x.span())),
+            ("sync_port", raw.sync_port.as_ref().map(|x| x.span())),
+            ("sync_ttl", raw.sync_ttl.as_ref().map(|x| x.span())),
+        ];
+        for (key, span) in given {
+            if span.is_some() {
+                c.at(
+                    span,
+                    match &raw.sync {
+                        Some(_) => format!("`{key}` has no effect with sync = false"),
+                        None => format!(
+                            "`{key}` has no effect: without [[service]] no sync daemon runs unless sync = true"
+                        ),
+                    },
+                );
+            }
+        }
+        return Ipvs { sync: None };
+    }
+    let interface = match &raw.sync_interface {
+        Some(i) => interface_name(c, i),
+        None => failover.map(|f| f.interface.clone()).unwrap_or_default(),
+    };
+    let default_id = match failover.map(|f| &f.protocol) {
+        Some(Protocol::Vrrp(v)) => v.router_id,
+        _ => 0,
+    };
+    let sync_id = raw
+        .sync_id
+        .as_ref()
+        .map_or(Some(default_id), |s| {
+            int_in(c, s, "sync_id", 0, 255).map(|v| v as u8)
+        })
+        .unwrap_or(default_id);
+    let group = raw.sync_group.as_ref().and_then(|g| {
+        let a = ip(c, g, "sync_group")?;
+        if !a.is_multicast() {
+            c.at(sp(g), format!("sync_group {a} is not a multicast address"));
+        }
+        Some(a)
+    });
+    let port = raw
+        .sync_port
+        .as_ref()
+        .and_then(|p| int_in(c, p, "sync_port", 1, 65_535))
+        .map(|p| p as u16);
+    let ttl = raw
+        .sync_ttl
+        .as_ref()
+        .and_then(|t| int_in(c, t, "sync_ttl", 1, 255))
+        .map(|t| t as u8);
+    Ipvs {
+        sync: Some(IpvsSync {
+            interface,
+            sync_id,
+            group,
+            port,
+            ttl,
+        }),
+    }
 }
 
 fn validate_check(c: &mut Collector<'_>, s: &S<raw::Check>) -> Option<Check> {
@@ -1121,6 +1328,21 @@ fn status_set(c: &mut Collector<'_>, v: &S<toml::Value>) -> Vec<(u16, u16)> {
                 format!("expect_status must be status codes 100-599 or ranges like \"200-299\", got {item}"),
             ),
         }
+    }
+    out
+}
+
+/// An error with its causes.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
     }
     out
 }

@@ -22,6 +22,11 @@ pub enum Request {
     Standby,
     /// Re-read the config file: validate first, then apply the difference.
     Reload,
+    /// Weight 0 for one real server of a service (quiesce: existing connections
+    /// stay); answers its active and inactive connections. Survives reloads.
+    Drain { service: String, real: String },
+    /// Back to the configured weight after a drain.
+    Enable { service: String, real: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +59,16 @@ impl Response {
         }
     }
 
+    /// A message with data (the real server after a drain).
+    pub fn with_data(message: impl Into<String>, data: serde_json::Value) -> Self {
+        Self {
+            ok: true,
+            message: Some(message.into()),
+            error: None,
+            status: Some(data),
+        }
+    }
+
     pub fn error(error: impl Into<String>) -> Self {
         Self {
             ok: false,
@@ -66,7 +81,7 @@ impl Response {
 
 /// Parses one request line, with an operator-readable error.
 pub fn parse_request(line: &str) -> Result<Request, String> {
-    const COMMANDS: &str = "status, takeover, standby, reload";
+    const COMMANDS: &str = "status, takeover, standby, reload, drain, enable";
     let line = line.trim();
     if line.is_empty() {
         return Err("empty request".into());
@@ -79,11 +94,37 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
     let Some(command) = object.get("command").and_then(|c| c.as_str()) else {
         return Err("request lacks a \"command\" string".into());
     };
-    if let Some(extra) = object.keys().find(|k| *k != "command") {
-        return Err(format!("command \"{command}\" takes no field \"{extra}\""));
+    let fields: &[&str] = match command {
+        "status" | "takeover" | "standby" | "reload" => &[],
+        "drain" | "enable" => &["service", "real"],
+        _ => {
+            return Err(format!(
+                "unknown command \"{command}\" (commands: {COMMANDS})"
+            ));
+        }
+    };
+    if let Some(extra) = object
+        .keys()
+        .find(|k| *k != "command" && !fields.contains(&k.as_str()))
+    {
+        return Err(match fields {
+            [] => format!("command \"{command}\" takes no field \"{extra}\""),
+            _ => format!(
+                "command \"{command}\" takes no field \"{extra}\" (fields: {})",
+                fields.join(", ")
+            ),
+        });
     }
-    serde_json::from_value(value.clone())
-        .map_err(|_| format!("unknown command \"{command}\" (commands: {COMMANDS})"))
+    if let Some(missing) = fields
+        .iter()
+        .find(|f| !object.get(**f).is_some_and(|v| v.is_string()))
+    {
+        return Err(format!(
+            "command \"{command}\" needs a \"{missing}\" string (fields: {})",
+            fields.join(", ")
+        ));
+    }
+    serde_json::from_value(value.clone()).map_err(|e| format!("bad \"{command}\" request: {e}"))
 }
 
 #[cfg(test)]
@@ -97,6 +138,14 @@ mod tests {
             Request::Takeover,
             Request::Standby,
             Request::Reload,
+            Request::Drain {
+                service: "www".into(),
+                real: "10.0.1.11:80".into(),
+            },
+            Request::Enable {
+                service: "www".into(),
+                real: "10.0.1.11".into(),
+            },
         ] {
             let line = serde_json::to_string(&r).expect("serializes");
             assert_eq!(parse_request(&line), Ok(r));
@@ -116,5 +165,23 @@ mod tests {
         assert!(e.contains("explode") && e.contains("takeover"), "{e}");
         let e = parse_request(r#"{"command":"status","x":1}"#).unwrap_err();
         assert!(e.contains("status"), "{e}");
+    }
+
+    #[test]
+    fn drain_and_enable_name_a_service_and_a_real_server() {
+        assert_eq!(
+            parse_request(r#"{"command":"drain","service":"www","real":"10.0.1.11:80"}"#),
+            Ok(Request::Drain {
+                service: "www".into(),
+                real: "10.0.1.11:80".into()
+            })
+        );
+        let e = parse_request(r#"{"command":"drain","service":"www"}"#).unwrap_err();
+        assert!(e.contains("\"real\""), "{e}");
+        let e = parse_request(r#"{"command":"enable","service":"www","real":7}"#).unwrap_err();
+        assert!(e.contains("\"real\" string"), "{e}");
+        let e =
+            parse_request(r#"{"command":"enable","service":"www","real":"a","x":1}"#).unwrap_err();
+        assert!(e.contains("\"x\"") && e.contains("service, real"), "{e}");
     }
 }

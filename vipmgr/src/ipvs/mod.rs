@@ -5,7 +5,9 @@
 //! ([`Service`]) and their real servers ([`Destination`]), sets the connection
 //! [`Timeouts`], runs the connection-sync daemon ([`SyncDaemon`]), zeroes and
 //! reads the counters ([`Stats`]). [`Ipvs::apply`] sends many changes pipelined,
-//! several to a datagram, for a reconcile.
+//! several to a datagram; [`Ipvs::reconcile`] brings the services a caller
+//! manages to a desired state ([`VirtualService`]) with the fewest changes,
+//! leaving every other service alone ([`plan`] is the pure diff).
 //!
 //! The messages themselves are modelled one kernel object per module, as a
 //! header plus a list of attributes whose enums keep unknown attributes
@@ -24,6 +26,7 @@ mod dest;
 mod genl;
 mod message;
 mod nla;
+mod reconcile;
 mod service;
 mod stats;
 
@@ -37,6 +40,7 @@ pub use dest::{
 };
 pub use message::{Command, IPVS_GENL_VERSION, Info, IpvsAttribute, IpvsMessage, Timeouts};
 pub use nla::RawAttribute;
+pub use reconcile::{Failure, Report, VirtualService, plan};
 pub use service::{
     Family, Persistence, Protocol, Scheduler, SchedulerFlags, Service, ServiceAttribute,
     ServiceEntry, ServiceKey,
