@@ -393,6 +393,9 @@ struct Worker {
     drains: Drains,
     /// Services of earlier configs that may still be in the kernel.
     managed: BTreeSet<ServiceKey>,
+    /// A whole reconcile succeeded once: later configs may reconcile only what
+    /// changed.
+    reconciled_once: bool,
     failures: Vec<FailureReport>,
     last_apply: Option<LastApply>,
 }
@@ -500,21 +503,57 @@ impl Worker {
             info!(service = %drain.0, real = %drain.1, "drain dropped: the real server left the config");
             self.drains.remove(&drain);
         }
+        let before = desired_table(&self.services, &self.drains);
         self.services = services;
         self.sync = sync;
-        let summary = self.apply();
+        // The first config, or one after a failure or an unreadable table, is
+        // reconciled whole (that repairs drift); later reloads look only at the
+        // services whose desired state changed, so a changed weight costs one
+        // read of one service and one kernel call.
+        let whole = !self.reconciled_once || !self.failures.is_empty() || self.ipvs.is_none();
+        let summary = if whole {
+            self.apply(None)
+        } else {
+            let after = desired_table(&self.services, &self.drains);
+            let old: BTreeMap<ServiceKey, &VirtualService> =
+                before.iter().map(|v| (v.key(), v)).collect();
+            let new: BTreeMap<ServiceKey, &VirtualService> =
+                after.iter().map(|v| (v.key(), v)).collect();
+            let changed: BTreeSet<ServiceKey> = old
+                .keys()
+                .chain(new.keys())
+                .filter(|k| old.get(*k) != new.get(*k))
+                .copied()
+                .collect();
+            self.apply(Some(changed))
+        };
         self.sync_daemon();
         summary
     }
 
-    /// Reconciles every configured service (and the ones earlier configs had).
-    fn apply(&mut self) -> ApplySummary {
+    /// Reconciles the configured services (and the ones earlier configs had);
+    /// with `only`, just those services.
+    fn apply(&mut self, only: Option<BTreeSet<ServiceKey>>) -> ApplySummary {
         if !self.needed() {
             return ApplySummary::default();
         }
-        let desired = desired_table(&self.services, &self.drains);
+        let mut desired = desired_table(&self.services, &self.drains);
+        let all_keys: BTreeSet<ServiceKey> = desired.iter().map(VirtualService::key).collect();
         let mut scope = self.managed.clone();
-        scope.extend(desired.iter().map(VirtualService::key));
+        scope.extend(all_keys.iter().copied());
+        if let Some(only) = &only {
+            if only.is_empty() {
+                info!(services = self.services.len(), "IPVS: no service changed");
+                self.last_apply = Some(LastApply {
+                    at: unix_millis(),
+                    changes: 0,
+                    failures: 0,
+                });
+                return ApplySummary::default();
+            }
+            desired.retain(|v| only.contains(&v.key()));
+            scope.retain(|k| only.contains(k));
+        }
         let Some(ipvs) = self.kernel(true) else {
             return ApplySummary {
                 unavailable: self.unavailable.clone(),
@@ -533,9 +572,10 @@ impl Worker {
                 };
             }
         };
+        self.reconciled_once = true;
         // What may still be ours: the configured services, and those a removal
         // of failed.
-        self.managed = desired.iter().map(VirtualService::key).collect();
+        self.managed = all_keys;
         self.managed.extend(
             report
                 .failures
