@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The failover benchmark: builds (release) and prints the client-visible outage of
-# directord and keepalived pairs side by side. Run as root. Extra arguments go to the
-# bench, e.g. `bash tests/bench/failover.sh --runs 3 --advert 100ms`.
+# directord and keepalived pairs side by side (VRRP), and of directord pairs running the
+# UDP 694 heartbeat. Run as root. Extra arguments go to the bench, e.g.
+# `bash tests/bench/failover.sh --runs 3 --advert 100ms` or `--protocol heartbeat`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [[ $(id -u) -ne 0 ]]; then

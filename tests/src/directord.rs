@@ -1,7 +1,9 @@
 //! directord as a node of the lab: its config file, the process, and `directorctl`.
 
 use std::fs;
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -9,8 +11,8 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::lab::{IFACE, Lab, Node, Proc, find_bin, run};
-use crate::vrrp::Setup;
+use crate::lab::{IFACE, IFACE2, Lab, Node, Proc, find_bin, run};
+use crate::vrrp::{Setup, duration_str};
 
 /// The config file of one director of the pair.
 pub fn config(
@@ -81,15 +83,43 @@ impl Directord {
         setup: &Setup,
         priority: u8,
     ) -> Result<Directord> {
+        Directord::start_with(lab, node, peer, setup, priority, "")
+    }
+
+    /// As [`Directord::start`], with `extra` (more TOML sections: `[ipvs]`,
+    /// `[[service]]`...) appended to the config file.
+    pub fn start_with(
+        lab: &Lab,
+        node: &str,
+        peer: Option<&str>,
+        setup: &Setup,
+        priority: u8,
+        extra: &str,
+    ) -> Result<Directord> {
         let n = lab.node(node);
         let socket = lab.path(&format!("{node}-directord.sock"));
-        let text = config(
+        let mut text = config(
             n,
             peer.map(|p| lab.node(p)),
             setup,
             priority,
             &socket.to_string_lossy(),
         );
+        text.push_str(extra);
+        Directord::start_config(lab, node, &socket, &text)
+    }
+
+    /// Starts directord on `node` with the UDP 694 heartbeat (see [`heartbeat_config`])
+    /// against `peer`; writes the pair's key file first.
+    pub fn start_heartbeat(lab: &Lab, node: &str, peer: &str, hb: &Heartbeat) -> Result<Directord> {
+        let socket = lab.path(&format!("{node}-directord.sock"));
+        let text = heartbeat_config(lab, node, peer, hb, &socket.to_string_lossy())?;
+        Directord::start_config(lab, node, &socket, &text)
+    }
+
+    /// Writes `text` as the config of `node`, checks it with `--check-config`, starts the
+    /// daemon and waits until it answers on `socket` (which `text` names).
+    fn start_config(lab: &Lab, node: &str, socket: &Path, text: &str) -> Result<Directord> {
         let path = lab.path(&format!("{node}-directord.toml"));
         fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         run(Command::new(find_bin("directord")?)
@@ -99,7 +129,7 @@ impl Directord {
         let mut d = Directord {
             node: node.to_string(),
             config: path,
-            socket,
+            socket: socket.to_path_buf(),
             proc: None,
         };
         d.restart(lab)?;
@@ -200,4 +230,144 @@ impl Directord {
         }
         Ok(())
     }
+}
+
+/// The heartbeat pair's multicast group on `eth0`.
+pub const HEARTBEAT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 0, 0, 94);
+/// The heartbeat pair's shared secret (sha256), in `<lab>/authkeys`.
+pub const HEARTBEAT_SECRET: &str = "lab-heartbeat-secret";
+
+/// The medium of a heartbeat pair on the service network (`eth0`); the other one is
+/// unicast over the second link (`eth1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceMedium {
+    /// To [`HEARTBEAT_GROUP`].
+    Multicast,
+    /// To 192.0.2.255.
+    Broadcast,
+}
+
+/// What both directors of a UDP 694 heartbeat pair agree on.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub keepalive: Duration,
+    pub warntime: Duration,
+    pub deadtime: Duration,
+    pub initdead: Duration,
+    /// The node that holds the VIP when both run.
+    pub preferred: String,
+    pub auto_failback: bool,
+    pub service_medium: ServiceMedium,
+}
+
+impl Heartbeat {
+    /// Keepalives every `keepalive`, the peer dead after `deadtime` of silence on both
+    /// media; warntime twice the keepalive, initdead twice the deadtime; d1 preferred,
+    /// auto-failback on, multicast on `eth0`.
+    pub fn new(keepalive: Duration, deadtime: Duration) -> Heartbeat {
+        Heartbeat {
+            keepalive,
+            warntime: (keepalive * 2).min(deadtime),
+            deadtime,
+            initdead: deadtime * 2,
+            preferred: "d1".to_string(),
+            auto_failback: true,
+            service_medium: ServiceMedium::Multicast,
+        }
+    }
+
+    pub fn preferred(mut self, node: &str) -> Heartbeat {
+        self.preferred = node.to_string();
+        self
+    }
+
+    pub fn broadcast(mut self) -> Heartbeat {
+        self.service_medium = ServiceMedium::Broadcast;
+        self
+    }
+
+    /// "100ms/300ms": keepalive / deadtime, as the bench prints them.
+    pub fn timers_str(&self) -> String {
+        format!(
+            "{}/{}",
+            duration_str(self.keepalive),
+            duration_str(self.deadtime)
+        )
+    }
+
+    /// A generous deadline for one failover: the dead time twice, plus slack for a busy
+    /// 2-core CI machine.
+    pub fn failover_deadline(&self) -> Duration {
+        self.deadtime * 2 + Duration::from_secs(5)
+    }
+}
+
+/// The config of one director of a heartbeat pair: unicast to the peer's `eth1` address,
+/// multicast (or broadcast) on `eth0`; the key file (`<lab>/authkeys`, written on first
+/// use, mode 0600) and a state directory per node (`<lab>/<node>-state`) in the lab's dir.
+pub fn heartbeat_config(
+    lab: &Lab,
+    node: &str,
+    peer: &str,
+    hb: &Heartbeat,
+    socket: &str,
+) -> Result<String> {
+    let key_file = lab.path("authkeys");
+    if !key_file.exists() {
+        fs::write(&key_file, format!("auth 1\n1 sha256 {HEARTBEAT_SECRET}\n"))
+            .with_context(|| format!("writing {}", key_file.display()))?;
+        fs::set_permissions(&key_file, fs::Permissions::from_mode(0o600))?;
+    }
+    let state_dir = lab.path(&format!("{node}-state"));
+    fs::create_dir_all(&state_dir)?;
+    let service = match hb.service_medium {
+        ServiceMedium::Multicast => format!("multicast = \"{HEARTBEAT_GROUP}\""),
+        ServiceMedium::Broadcast => "broadcast = true".to_string(),
+    };
+    Ok(format!(
+        r#"[node]
+name = "{node}"
+
+[failover]
+protocol = "heartbeat"
+interface = "{IFACE}"
+
+[failover.heartbeat]
+peer = "{peer}"
+preferred = "{preferred}"
+auto_failback = {auto_failback}
+auth_key_file = "{key_file}"
+state_dir = "{state_dir}"
+keepalive = "{keepalive}"
+warntime = "{warntime}"
+deadtime = "{deadtime}"
+initdead = "{initdead}"
+media = [
+    {{ unicast = "{peer_link2}", interface = "{IFACE2}" }},
+    {{ {service}, interface = "{IFACE}" }},
+]
+
+[announce]
+count = 5
+spacing = "10ms"
+
+[control]
+socket = "{socket}"
+
+[[vip]]
+address = "{vip}/{prefix}"
+interface = "{IFACE}"
+"#,
+        preferred = hb.preferred,
+        auto_failback = hb.auto_failback,
+        key_file = key_file.display(),
+        state_dir = state_dir.display(),
+        keepalive = duration_str(hb.keepalive),
+        warntime = duration_str(hb.warntime),
+        deadtime = duration_str(hb.deadtime),
+        initdead = duration_str(hb.initdead),
+        peer_link2 = lab.ipv4_on(peer, IFACE2),
+        vip = crate::lab::VIP4,
+        prefix = crate::lab::PREFIX4,
+    ))
 }

@@ -81,7 +81,7 @@ pub fn trigger(pair: &Pair, event: Event, from: &str) -> Result<()> {
 /// or link up (it preempts), or the opposite planned move (`standby` on the node that
 /// took over, `takeover` on the node that stood by).
 pub fn restore(pair: &mut Pair, event: Event, from: &str) -> Result<()> {
-    let deadline = pair.setup.failover_deadline();
+    let deadline = pair.failover_deadline();
     let to = pair.peer_of(from).to_string();
     match event {
         Event::Crash | Event::Terminate => pair.start_node(from)?,
@@ -110,11 +110,11 @@ pub fn measure(pair: &mut Pair, event: Event) -> Result<Failover> {
     })?;
     // Fail at a random point of the advert cycle, as real failures do: right after the
     // restore the cycle is in step with this drill, which would bias the figures.
-    thread::sleep(pair.setup.advert.mul_f64(random_fraction()));
+    thread::sleep(pair.interval().mul_f64(random_fraction()));
     let t0 = probe.now_us();
     let started = Instant::now();
     trigger(pair, event, &from)?;
-    pair.wait_answered_by(&probe, &to, t0, pair.setup.failover_deadline())?;
+    pair.wait_answered_by(&probe, &to, t0, pair.failover_deadline())?;
     let answered_after = started.elapsed();
     thread::sleep(OBSERVE);
     let report = probe.stop();

@@ -6,6 +6,10 @@
 //! Addresses: 192.0.2.0/24 and 2001:db8::/64; a node with host id `h` gets 192.0.2.h,
 //! 2001:db8::h (h written in hex digits as decimal, e.g. `2001:db8::11` for d1) and the MAC
 //! 02:00:c0:00:02:hh. The VIPs are [`VIP4`] and [`VIP6`].
+//!
+//! A lab can have a second link ([`LabBuilder::second_link`]): `eth1` on the nodes named,
+//! with 198.51.100.h/24, on a bridge of its own (`br1`). The heartbeat labs run a medium
+//! over each link. [`Lab::cut`] pulls a node's cable at the switch.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -32,6 +36,10 @@ pub const PREFIX4: u8 = 24;
 pub const PREFIX6: u8 = 64;
 /// Every node's lab interface.
 pub const IFACE: &str = "eth0";
+/// The interface of the second link, on the nodes that have one.
+pub const IFACE2: &str = "eth1";
+/// Prefix length of the second link's subnet (198.51.100.0/24).
+pub const PREFIX2: u8 = 24;
 
 /// Namespace names start with this, then the test process id and a per-process counter.
 const NS_PREFIX: &str = "dlab";
@@ -134,6 +142,7 @@ pub struct Neighbour {
 #[derive(Debug, Default)]
 pub struct LabBuilder {
     nodes: Vec<(String, u8)>,
+    second_link: Vec<String>,
 }
 
 impl LabBuilder {
@@ -145,6 +154,13 @@ impl LabBuilder {
 
     pub fn node_with_host(mut self, name: &str, host: u8) -> Self {
         self.nodes.push((name.to_string(), host));
+        self
+    }
+
+    /// A second link joining `nodes` (added with [`LabBuilder::node`] before): `eth1`
+    /// with 198.51.100.h/24 on each, all on the bridge `br1` ([`Lab::ipv4_on`]).
+    pub fn second_link(mut self, nodes: &[&str]) -> Self {
+        self.second_link.extend(nodes.iter().map(|n| n.to_string()));
         self
     }
 
@@ -172,6 +188,12 @@ impl LabBuilder {
             let node = Node::new(&lab.id, name, *host);
             lab.setup_node(&node)?;
             lab.nodes.push(node);
+        }
+        if !self.second_link.is_empty() {
+            lab.add_bridge(BRIDGE2)?;
+            for name in &self.second_link {
+                lab.setup_second_link(name)?;
+            }
         }
         Ok(lab)
     }
@@ -213,6 +235,17 @@ impl Lab {
     /// Two directors and a client: the usual failover lab.
     pub fn pair() -> Result<Lab> {
         Lab::builder().node("d1").node("d2").node("client").build()
+    }
+
+    /// The usual failover lab, the directors also joined by a second link (`eth1`): what
+    /// the heartbeat labs run their two media over.
+    pub fn pair_two_links() -> Result<Lab> {
+        Lab::builder()
+            .node("d1")
+            .node("d2")
+            .node("client")
+            .second_link(&["d1", "d2"])
+            .build()
     }
 
     pub fn id(&self) -> &str {
@@ -257,14 +290,18 @@ impl Lab {
     }
 
     fn setup_switch(&self) -> Result<()> {
+        self.add_ns(&self.switch_ns)?;
+        self.add_bridge(BRIDGE)
+    }
+
+    fn add_bridge(&self, bridge: &str) -> Result<()> {
         let sw = &self.switch_ns;
-        self.add_ns(sw)?;
         run(Command::new("ip").args([
             "-n",
             sw,
             "link",
             "add",
-            "br0",
+            bridge,
             "type",
             "bridge",
             "mcast_snooping",
@@ -282,16 +319,65 @@ impl Lab {
             "sysctl",
             "-q",
             "-w",
-            "net.ipv6.conf.br0.disable_ipv6=1",
+            &format!("net.ipv6.conf.{bridge}.disable_ipv6=1"),
         ]))?;
-        run(Command::new("ip").args(["-n", sw, "link", "set", "br0", "up"]))?;
+        run(Command::new("ip").args(["-n", sw, "link", "set", bridge, "up"]))?;
         Ok(())
+    }
+
+    /// `eth1` of `name` on the second bridge, with its 198.51.100.h address.
+    fn setup_second_link(&self, name: &str) -> Result<()> {
+        let node = self.node(name);
+        let sw = &self.switch_ns;
+        let port = switch_port(name, IFACE2);
+        let addr = format!("{}/{PREFIX2}", self.ipv4_on(name, IFACE2));
+        run(Command::new("ip").args([
+            "-n", sw, "link", "add", &port, "type", "veth", "peer", "name", IFACE2, "netns",
+            &node.ns,
+        ]))?;
+        run(Command::new("ip").args(["-n", sw, "link", "set", &port, "master", BRIDGE2]))?;
+        run(Command::new("ip").args(["-n", sw, "link", "set", &port, "up"]))?;
+        run(Command::new("ip").args([
+            "-n", &node.ns, "addr", "add", &addr, "brd", "+", "dev", IFACE2,
+        ]))?;
+        run(Command::new("ip").args(["-n", &node.ns, "link", "set", IFACE2, "up"]))?;
+        Ok(())
+    }
+
+    /// The node's IPv4 address on `iface`: 192.0.2.h on [`IFACE`], 198.51.100.h on
+    /// [`IFACE2`].
+    pub fn ipv4_on(&self, node: &str, iface: &str) -> Ipv4Addr {
+        let ipv4 = self.node(node).ipv4;
+        match iface {
+            IFACE2 => Ipv4Addr::new(198, 51, 100, ipv4.octets()[3]),
+            _ => ipv4,
+        }
+    }
+
+    /// Pulls the cable of `node`'s `iface` at the switch: its bridge port stops
+    /// forwarding (port state `disabled`). The node's interface keeps its carrier, so
+    /// daemons on it see silence, not a link going down.
+    pub fn cut(&self, node: &str, iface: &str) -> Result<()> {
+        self.set_port_state(node, iface, "0")
+    }
+
+    /// Plugs the cable back in ([`Lab::cut`]): the port forwards again at once.
+    pub fn heal(&self, node: &str, iface: &str) -> Result<()> {
+        self.set_port_state(node, iface, "3")
+    }
+
+    fn set_port_state(&self, node: &str, iface: &str, state: &str) -> Result<()> {
+        let port = switch_port(&self.node(node).name, iface);
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.switch_ns])
+            .args(["bridge", "link", "set", "dev", &port, "state", state]))
+        .map(drop)
     }
 
     fn setup_node(&self, node: &Node) -> Result<()> {
         let ns = &node.ns;
         self.add_ns(ns)?;
-        let port = &node.name;
+        let port = &switch_port(&node.name, IFACE);
         // Created inside the switch namespace, peer moved straight into the node's.
         run(Command::new("ip").args([
             "-n",
@@ -316,7 +402,7 @@ impl Lab {
             "set",
             port,
             "master",
-            "br0",
+            BRIDGE,
         ]))?;
         run(Command::new("ip").args(["-n", &self.switch_ns, "link", "set", port, "up"]))?;
         let v4 = format!("{}/{PREFIX4}", node.ipv4);
@@ -590,6 +676,20 @@ impl Drop for Lab {
         if !failed && !self.keep {
             let _ = fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// The bridge of the lab subnet, and that of the second link, in the switch namespace.
+const BRIDGE: &str = "br0";
+const BRIDGE2: &str = "br1";
+
+/// The name of the switch port that `node`'s `iface` plugs into: the node's name for
+/// `eth0` (as the bridge's port list reads best), `<node>-eth1` for the second link.
+fn switch_port(node: &str, iface: &str) -> String {
+    if iface == IFACE {
+        node.to_string()
+    } else {
+        format!("{node}-{iface}")
     }
 }
 

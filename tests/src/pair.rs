@@ -1,13 +1,14 @@
 //! A failover pair on the lab: two directors (`d1`, `d2`), each running directord or
 //! keepalived, plus the echo responder the client probes. Tests, the bench and the demo
-//! drive failovers through this.
+//! drive failovers through this. A pair runs VRRP, or (directord only) the UDP 694
+//! heartbeat ([`Pair::heartbeat`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::directord::Directord;
+use crate::directord::{Directord, Heartbeat};
 use crate::keepalived::Keepalived;
 use crate::lab::{Lab, Proc, find_bin};
 use crate::probe::{self, Probe};
@@ -49,7 +50,11 @@ pub struct Member {
 #[derive(Debug)]
 pub struct Pair<'a> {
     pub lab: &'a Lab,
+    /// The VRRP setup; for a heartbeat pair only its VIP counts (IPv4), and its advert
+    /// interval is the keepalive.
     pub setup: Setup,
+    /// Some: both run directord with the UDP 694 heartbeat instead of VRRP.
+    pub heartbeat: Option<Heartbeat>,
     pub members: Vec<Member>,
 }
 
@@ -59,6 +64,7 @@ impl<'a> Pair<'a> {
         Pair {
             lab,
             setup,
+            heartbeat: None,
             members: members
                 .iter()
                 .map(|(node, daemon, priority)| Member {
@@ -75,6 +81,30 @@ impl<'a> Pair<'a> {
     /// The usual pair: d1 at 150, d2 at 100, same daemon on both.
     pub fn usual(lab: &'a Lab, setup: Setup, daemon: Daemon) -> Pair<'a> {
         Pair::new(lab, setup, [("d1", daemon, 150), ("d2", daemon, 100)])
+    }
+
+    /// d1 and d2 running directord with the UDP 694 heartbeat (the lab needs the second
+    /// link: [`Lab::pair_two_links`]).
+    pub fn heartbeat(lab: &'a Lab, hb: Heartbeat) -> Pair<'a> {
+        let mut pair = Pair::usual(lab, Setup::v3(hb.keepalive), Daemon::Directord);
+        pair.heartbeat = Some(hb);
+        pair
+    }
+
+    /// A generous deadline for one failover of this pair's protocol.
+    pub fn failover_deadline(&self) -> Duration {
+        match &self.heartbeat {
+            Some(hb) => hb.failover_deadline(),
+            None => self.setup.failover_deadline(),
+        }
+    }
+
+    /// The protocol's period: the VRRP advert interval, or the heartbeat keepalive.
+    pub fn interval(&self) -> Duration {
+        match &self.heartbeat {
+            Some(hb) => hb.keepalive,
+            None => self.setup.advert,
+        }
     }
 
     /// Starts echo and daemon on both directors.
@@ -120,6 +150,7 @@ impl<'a> Pair<'a> {
     pub fn start_node(&mut self, node: &str) -> Result<()> {
         let lab = self.lab;
         let setup = self.setup.clone();
+        let heartbeat = self.heartbeat.clone();
         let peer = self.peer_of(node).to_string();
         let member = self.member_mut(node)?;
         if member.echo.as_ref().is_none_or(|p| !lab.is_running(p)) {
@@ -134,15 +165,18 @@ impl<'a> Pair<'a> {
         }
         match &mut member.runner {
             None => {
-                member.runner = Some(match member.daemon {
-                    Daemon::Directord => Runner::Directord(Directord::start(
+                member.runner = Some(match (member.daemon, &heartbeat) {
+                    (Daemon::Directord, Some(hb)) => {
+                        Runner::Directord(Directord::start_heartbeat(lab, node, &peer, hb)?)
+                    }
+                    (Daemon::Directord, None) => Runner::Directord(Directord::start(
                         lab,
                         node,
                         Some(&peer),
                         &setup,
                         member.priority,
                     )?),
-                    Daemon::Keepalived => Runner::Keepalived(Keepalived::start(
+                    (Daemon::Keepalived, _) => Runner::Keepalived(Keepalived::start(
                         lab,
                         node,
                         Some(&peer),
