@@ -39,7 +39,7 @@ echo "== cargo test"
 # 2-core machine's timers honest.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace -- --test-threads=2 2>&1 | tee "$log"
+cargo test --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee "$log"
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6; s += $8 }
      END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
