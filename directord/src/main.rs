@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use directord::config::{self, Config};
 use directord::control::server::ControlSocket;
+use directord::supervisor::Exit;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -89,8 +90,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     info!(node = %config.node.name, config = %config.path.display(), "directord starting");
     let cancel = CancellationToken::new();
     let socket = ControlSocket::bind(&config.control.socket, &config.control.group)?;
-    let (handle, supervisor) =
-        directord::supervisor::start(config, cancel.clone()).context("cannot start")?;
+    let resume_active = std::env::var(RESUME).is_ok_and(|v| v == "active");
+    let (handle, supervisor) = directord::supervisor::start(config, cancel.clone(), resume_active)
+        .context("cannot start")?;
     let server = tokio::spawn(socket.serve(handle.clone(), cancel.clone()));
 
     let mut term = signal(SignalKind::terminate())?;
@@ -110,16 +112,51 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
             r = &mut supervisor => {
+                let exit = r.context("supervisor task failed")?;
+                if let Exit::Restart { active } = exit {
+                    // Let the connection that asked read its answer, then re-exec.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    return Err(restart_in_place(active));
+                }
                 cancel.cancel();
                 let _ = server.await;
-                r.context("supervisor task failed")?;
                 anyhow::bail!("the supervisor stopped on its own (failover protocol gone)");
             }
         }
     }
     cancel.cancel();
-    supervisor.await.context("supervisor task failed")?;
+    let exit = supervisor.await.context("supervisor task failed")?;
     let _ = server.await;
+    if let Exit::Restart { active } = exit {
+        return Err(restart_in_place(active));
+    }
     info!("directord stopped");
     Ok(())
+}
+
+/// Environment variable that tells a re-executed directord it was active.
+const RESUME: &str = "DIRECTORD_RESUME";
+
+/// Replaces this process with a fresh run of the (possibly upgraded) binary, same
+/// arguments; returns only if exec failed. The pid, the VIPs and the IPVS table
+/// stay; the control socket is bound again by the new process.
+fn restart_in_place(active: bool) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(p) => {
+            // After a package upgrade the running file is gone: run the new one.
+            let text = p.to_string_lossy();
+            match text.strip_suffix(" (deleted)") {
+                Some(path) => PathBuf::from(path),
+                None => p,
+            }
+        }
+        Err(e) => return anyhow::anyhow!("cannot find the directord binary to restart: {e}"),
+    };
+    info!(exe = %exe.display(), active, "re-executing");
+    let err = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .env(RESUME, if active { "active" } else { "standby" })
+        .exec();
+    anyhow::anyhow!("cannot re-execute {}: {err}", exe.display())
 }

@@ -74,6 +74,8 @@ pub struct StatusReport {
     pub ipvs: Option<IpvsStatus>,
     pub config: String,
     pub pid: u32,
+    /// When this process started (unix ms): an in-place restart keeps the pid.
+    pub started: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -91,9 +93,13 @@ fn opt_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok,
 }
 
 /// Starts the configured failover protocol on its own thread.
-pub fn spawn_failover(config: &Config) -> anyhow::Result<FailoverHandle> {
+pub fn spawn_failover(config: &Config, resume_active: bool) -> anyhow::Result<FailoverHandle> {
     match &config.failover.protocol {
-        Protocol::Vrrp(v) => Ok(heartbeat::vrrp::spawn(vrrp_config(config, v))?),
+        Protocol::Vrrp(v) => {
+            let mut vrrp = vrrp_config(config, v);
+            vrrp.resume_master = resume_active;
+            Ok(heartbeat::vrrp::spawn(vrrp)?)
+        }
         Protocol::Heartbeat(h) => Ok(heartbeat::linuxha::spawn(heartbeat_config(config, h)?)?),
     }
 }
@@ -161,6 +167,7 @@ pub fn vrrp_config(config: &Config, v: &config::Vrrp) -> heartbeat::vrrp::VrrpCo
             config::Family::V6 => heartbeat::vrrp::Family::V6,
         },
         netns: None,
+        resume_master: false,
     }
 }
 
@@ -194,31 +201,56 @@ struct Supervisor {
     /// Gratuitous ARP / NA bursts and refreshes while active.
     announcer: Option<JoinHandle<()>>,
     ipvs: IpvsHandle,
+    /// `directorctl restart` was asked: end the loop after answering.
+    restart: bool,
+    started: std::time::SystemTime,
+}
+
+/// How the supervisor ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Stepped down (or lost its failover protocol): the process ends.
+    Stopped,
+    /// `directorctl restart`: re-exec in place, VIPs and IPVS table left as they
+    /// are; `active` tells the new process to resume as master.
+    Restart { active: bool },
 }
 
 /// Starts the supervisor: the failover protocol on its own thread, the link watch,
 /// and the task that owns the state. Returns the handle and the task to await.
+///
+/// `resume_active`: this process replaces an active directord restarted in place;
+/// it keeps the VIPs and starts as master.
 pub fn start(
     config: Config,
     cancel: CancellationToken,
-) -> anyhow::Result<(SupervisorHandle, JoinHandle<()>)> {
+    resume_active: bool,
+) -> anyhow::Result<(SupervisorHandle, JoinHandle<Exit>)> {
     let mut addresses = vipmgr::AddressManager::new()?;
     let vips = vips_of(&config);
-    // A standby never holds a VIP: a node starts as standby, so it drops any VIP
-    // left behind by an earlier run (say a `kill -9` while active).
-    match addresses.reconcile(&[], &vips) {
-        Ok(changes) if !changes.is_empty() => {
-            info!(?changes, "removed VIPs left from an earlier run")
+    if resume_active {
+        info!("resuming as the active director after an in-place restart: VIPs kept");
+    } else {
+        // A standby never holds a VIP: a node starts as standby, so it drops any VIP
+        // left behind by an earlier run (say a `kill -9` while active).
+        match addresses.reconcile(&[], &vips) {
+            Ok(changes) if !changes.is_empty() => {
+                info!(?changes, "removed VIPs left from an earlier run")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %chain(&e), "could not clear stale VIPs at start"),
         }
-        Ok(_) => {}
-        Err(e) => warn!(error = %chain(&e), "could not clear stale VIPs at start"),
     }
     // IPVS on both directors, whatever the role: the table is programmed now (on
     // the IPVS thread, without a flush) and the sync daemon starts as backup.
     let ipvs = IpvsHandle::spawn()?;
     drop(ipvs.configure(config.services.clone(), config.ipvs.sync.clone()));
-    ipvs.role(Role::Standby);
-    let failover = spawn_failover(&config)?;
+    ipvs.role(if resume_active {
+        Role::Active
+    } else {
+        Role::Standby
+    });
+    let failover = spawn_failover(&config, resume_active)?;
     let link = match vipmgr::watch_link(&config.failover.interface) {
         Ok(rx) => Some(rx),
         Err(e) => {
@@ -234,6 +266,8 @@ pub fn start(
         role: Role::Standby,
         announcer: None,
         ipvs,
+        restart: false,
+        started: std::time::SystemTime::now(),
     };
     if let Some(rx) = &link {
         // The watch only reports changes: a link already down at start counts too.
@@ -252,7 +286,7 @@ impl Supervisor {
         mut requests: mpsc::Receiver<(Request, Reply)>,
         mut link: Option<tokio::sync::watch::Receiver<vipmgr::LinkState>>,
         cancel: CancellationToken,
-    ) {
+    ) -> Exit {
         let mut requests_open = true;
         loop {
             tokio::select! {
@@ -284,20 +318,28 @@ impl Supervisor {
                     Err(_) => link = None,
                 },
                 r = requests.recv(), if requests_open => match r {
-                    Some((req, reply)) => match self.on_request(req).await {
-                        Answer::Now(answer) => {
-                            let _ = reply.send(answer);
+                    Some((req, reply)) => {
+                        match self.on_request(req).await {
+                            Answer::Now(answer) => {
+                                let _ = reply.send(answer);
+                            }
+                            Answer::Later(answer) => {
+                                tokio::spawn(async move {
+                                    let _ = reply.send(answer.await);
+                                });
+                            }
                         }
-                        Answer::Later(answer) => {
-                            tokio::spawn(async move {
-                                let _ = reply.send(answer.await);
-                            });
+                        if self.restart {
+                            // No step-down: the VIPs, the IPVS table and the peer's
+                            // view stay as they are while the new process starts.
+                            return Exit::Restart { active: self.role == Role::Active };
                         }
-                    },
+                    }
                     None => requests_open = false,
                 },
             }
         }
+        Exit::Stopped
     }
 
     async fn on_transition(&mut self, t: Transition) {
@@ -433,6 +475,7 @@ impl Supervisor {
                 }
             }),
             Request::Reload => self.reload().await,
+            Request::Restart => Answer::Now(self.restart()),
             Request::Drain { service, real } => self.drain(service, real, true),
             Request::Enable { service, real } => self.drain(service, real, false),
         }
@@ -562,6 +605,31 @@ impl Supervisor {
         }))
     }
 
+    /// Prepares an in-place restart (VRRP: the new process resumes as master
+    /// before the peer's master-down timer can fire).
+    fn restart(&mut self) -> Response {
+        if let Protocol::Heartbeat(_) = self.config.failover.protocol {
+            return Response::error(
+                "in-place restart is available with VRRP only; with the heartbeat protocol use a normal restart (the peer takes over meanwhile)",
+            );
+        }
+        if let Err(problems) = Config::load(&self.config.path) {
+            return Response::error(format!(
+                "restart refused: the config file is invalid, the running daemon stays:\n{problems}"
+            ));
+        }
+        self.restart = true;
+        info!(role = ?self.role, "restarting in place");
+        Response::ok(format!(
+            "{}: restarting in place as {}",
+            self.config.node.name,
+            match self.role {
+                Role::Active => "active (VIPs and IPVS table kept)",
+                Role::Standby | Role::Fault => "standby",
+            }
+        ))
+    }
+
     fn status(&mut self) -> StatusReport {
         let vrrp = match &self.config.failover.protocol {
             Protocol::Vrrp(v) => Some(v),
@@ -595,6 +663,11 @@ impl Supervisor {
             ipvs: None,
             config: self.config.path.display().to_string(),
             pid: std::process::id(),
+            started: self
+                .started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
         }
     }
 }

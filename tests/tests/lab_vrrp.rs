@@ -288,3 +288,40 @@ fn takeover_back_and_forth() {
         Ok(())
     });
 }
+
+/// `directorctl restart` on the active director re-executes directord in place: the
+/// VIP never leaves it, the peer never becomes active, and the client is answered
+/// throughout (the peer's master-down timer never fires).
+#[test]
+fn restart_in_place_keeps_the_vip() {
+    lab::test("restart_in_place_keeps_the_vip", Lab::pair, |lab| {
+        let pair = converged(lab, Setup::v3(ms(100)))?;
+        let probe = pair.probe()?;
+        pair.wait_answered_by(&probe, "d1", 0, ms(2000))?;
+        let d1 = pair.directord("d1")?;
+        let before = d1.status()?;
+        let d2_before = pair.directord("d2")?.status()?;
+        let out = d1.ctl(&["restart"])?;
+        ensure!(
+            out.contains("restarted in place"),
+            "directorctl restart said: {out}"
+        );
+        let after = d1.status()?;
+        ensure!(
+            after["started"] != before["started"] && after["pid"] == before["pid"],
+            "not a restart in place: before {before} after {after}"
+        );
+        ensure!(
+            after["role"] == "active" && after["vips"][0]["held"] == true,
+            "d1 after the restart: {after}"
+        );
+        pair.assert_sole_holder_for("d1", ms(1000))?;
+        let d2 = pair.directord("d2")?.status()?;
+        ensure!(
+            d2["counters"]["became_active"] == d2_before["counters"]["became_active"]
+                && d2["role"] == "standby",
+            "d2 took over during the restart: {d2}"
+        );
+        Ok(())
+    });
+}

@@ -41,6 +41,13 @@ enum Cmd {
     },
     /// Re-read the config file (validated first; an invalid file changes nothing).
     Reload,
+    /// Restart directord in place (re-exec, e.g. after an upgrade), keeping the role,
+    /// the VIPs and the IPVS table (VRRP). Waits until the new process answers.
+    Restart {
+        /// Return at once instead of waiting for the new process.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Take a real server out of a service: weight 0, existing connections stay.
     /// Waits until its active connections reach zero. Survives reloads.
     Drain {
@@ -123,6 +130,43 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let r = checked(client::call(&args.socket, &Request::Reload)?)?;
             println!("{}", r.message.unwrap_or_default());
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Restart { no_wait } => {
+            let before = checked(client::call(&args.socket, &Request::Status)?)?
+                .status
+                .unwrap_or(Value::Null);
+            let r = checked(client::call(&args.socket, &Request::Restart)?)?;
+            println!("{}", r.message.unwrap_or_default());
+            if no_wait {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let start = Instant::now();
+            loop {
+                // Refused or unanswered while the new process starts: try again.
+                if let Ok(Response {
+                    ok: true,
+                    status: Some(now),
+                    ..
+                }) = client::call(&args.socket, &Request::Status)
+                {
+                    if now["started"] != before["started"] {
+                        println!(
+                            "{} restarted in place after {} ms: {} ({}), VIPs held: {}",
+                            now["node"].as_str().unwrap_or("?"),
+                            start.elapsed().as_millis(),
+                            now["role"].as_str().unwrap_or("?"),
+                            now["state"].as_str().unwrap_or("?"),
+                            held(&now)
+                        );
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                if start.elapsed() > Duration::from_secs(10) {
+                    eprintln!("directord did not come back within 10 s");
+                    return Ok(ExitCode::FAILURE);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         Cmd::Drain {
             service,
@@ -255,6 +299,23 @@ fn wait_for(socket: &std::path::Path, role: &str) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn held(status: &Value) -> String {
+    let held: Vec<&str> = status["vips"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter(|x| x["held"].as_bool() == Some(true))
+                .filter_map(|x| x["address"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    if held.is_empty() {
+        "none".into()
+    } else {
+        held.join(", ")
     }
 }
 

@@ -27,6 +27,9 @@ pub enum Request {
     Drain { service: String, real: String },
     /// Back to the configured weight after a drain.
     Enable { service: String, real: String },
+    /// Restart in place (re-exec the binary, e.g. after an upgrade) keeping the
+    /// role, the VIPs and the IPVS table: the peer sees no gap in the adverts.
+    Restart,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,7 +84,7 @@ impl Response {
 
 /// Parses one request line, with an operator-readable error.
 pub fn parse_request(line: &str) -> Result<Request, String> {
-    const COMMANDS: &str = "status, takeover, standby, reload, drain, enable";
+    const COMMANDS: &str = "status, takeover, standby, reload, drain, enable, restart";
     let line = line.trim();
     if line.is_empty() {
         return Err("empty request".into());
@@ -95,7 +98,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
         return Err("request lacks a \"command\" string".into());
     };
     let fields: &[&str] = match command {
-        "status" | "takeover" | "standby" | "reload" => &[],
+        "status" | "takeover" | "standby" | "reload" | "restart" => &[],
         "drain" | "enable" => &["service", "real"],
         _ => {
             return Err(format!(
@@ -138,6 +141,7 @@ mod tests {
             Request::Takeover,
             Request::Standby,
             Request::Reload,
+            Request::Restart,
             Request::Drain {
                 service: "www".into(),
                 real: "10.0.1.11:80".into(),

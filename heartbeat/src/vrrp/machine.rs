@@ -132,6 +132,8 @@ pub struct Machine {
     /// Under Takeover: still claiming at 255, until `claim_until`.
     takeover_raised: bool,
     claim_until: Option<Instant>,
+    /// Start as master (an in-place restart of a master); used once.
+    resume_master: bool,
     /// When the current takeover claim began.
     claim_started: Option<Instant>,
     /// Since when the peer has advertised without a gap longer than the master-down
@@ -169,6 +171,7 @@ impl Machine {
             overrides: Override::None,
             takeover_raised: false,
             claim_until: None,
+            resume_master: config.resume_master,
             claim_started: None,
             peer_stream_since: None,
             local: None,
@@ -357,6 +360,13 @@ impl Machine {
             self.become_master(
                 now,
                 format!("{reason}: operator takeover in force"),
+                actions,
+            );
+        } else if self.resume_master {
+            self.resume_master = false;
+            self.become_master(
+                now,
+                format!("{reason}: resumed as master after an in-place restart"),
                 actions,
             );
         } else {
@@ -675,6 +685,7 @@ mod tests {
             addresses: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100))],
             family: Family::V4,
             netns: None,
+            resume_master: false,
         }
     }
 
@@ -1170,6 +1181,19 @@ mod tests {
         assert_eq!(m.state(), State::Master);
         assert_eq!(sent(&a), [255]);
         assert_eq!(m.override_mode(), Override::Takeover);
+    }
+
+    #[test]
+    fn an_in_place_restart_resumes_as_master_once() {
+        let mut cfg = v3(100);
+        cfg.resume_master = true;
+        let (m, _) = started(&cfg);
+        assert_eq!(m.state(), State::Master);
+        // A later start (after a fault) is an ordinary one.
+        let (mut m, t0) = started(&cfg);
+        m.handle(t0, Event::Command(Command::LinkDown));
+        m.handle(t0 + ms(10), Event::Command(Command::LinkUp));
+        assert_eq!(m.state(), State::Backup);
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub struct VrrpConfig {
     /// Network namespace (e.g. `/run/netns/lab1`) the protocol thread enters before
     /// opening sockets. None: the namespace of the calling thread.
     pub netns: Option<PathBuf>,
+    /// Start as master at once: this process replaces one that was master a moment
+    /// ago (an in-place restart), so the peer must not see a gap in the adverts.
+    pub resume_master: bool,
 }
 
 impl VrrpConfig {
@@ -227,6 +230,7 @@ mod tests {
             addresses: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100))],
             family: Family::V4,
             netns: None,
+            resume_master: false,
         }
     }
 

@@ -612,6 +612,7 @@ mod tests {
             addresses: vec![IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9))],
             family: Family::V4,
             netns: None,
+            resume_master: false,
         };
         let info = InterfaceInfo {
             index: 2,

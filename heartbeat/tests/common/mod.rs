@@ -192,6 +192,7 @@ impl Lab {
                 .collect(),
             family,
             netns: Some(self.netns_path(i)),
+            resume_master: false,
         }
     }
 
