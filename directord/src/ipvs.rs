@@ -13,6 +13,7 @@
 //! supervisor talks to it through an [`IpvsHandle`]. When the kernel has no IPVS
 //! the thread says so once and carries on: failover and VIPs do not depend on it.
 
+use crate::error_chain as chain;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -405,17 +406,6 @@ fn unix_millis() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 impl Worker {

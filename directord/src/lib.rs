@@ -9,3 +9,19 @@ pub mod config;
 pub mod control;
 pub mod ipvs;
 pub mod supervisor;
+
+/// An error with its causes on one line ("outer: inner: errno"), for logs and
+/// operator messages; a cause whose text is already there is not repeated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

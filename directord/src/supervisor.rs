@@ -6,6 +6,7 @@
 //! IPVS thread ([`crate::ipvs`]), which it tells about configs, roles and drains.
 //! Everyone else talks to it through a [`SupervisorHandle`].
 
+use crate::error_chain as chain;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -670,16 +671,4 @@ impl Supervisor {
                 .unwrap_or(0),
         }
     }
-}
-
-/// An error with its causes, "outer: inner: errno".
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

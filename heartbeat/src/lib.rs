@@ -12,6 +12,7 @@ pub mod error;
 pub mod linuxha;
 pub mod role;
 mod sys;
+mod thread;
 pub mod vrrp;
 
 pub use error::{Error, PacketError};

@@ -1,5 +1,6 @@
 //! Raw sections → validated [`Config`], collecting every problem with its place.
 
+use crate::error_chain as chain;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -1328,21 +1329,6 @@ fn status_set(c: &mut Collector<'_>, v: &S<toml::Value>) -> Vec<(u16, u16)> {
                 format!("expect_status must be status codes 100-599 or ranges like \"200-299\", got {item}"),
             ),
         }
-    }
-    out
-}
-
-/// An error with its causes.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
     }
     out
 }

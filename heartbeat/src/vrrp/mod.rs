@@ -9,8 +9,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
-
 use crate::error::Error;
 use crate::role::{Counters, FailoverHandle, Override, Role, Status};
 
@@ -167,48 +165,22 @@ fn initial_status(config: &VrrpConfig) -> Status {
 /// reports Fault with the reason and retries every second.
 pub fn spawn(config: VrrpConfig) -> Result<FailoverHandle, Error> {
     config.validate()?;
-    let (command_tx, command_rx) = mpsc::unbounded_channel();
-    let (transition_tx, transition_rx) = mpsc::unbounded_channel();
-    let (status_tx, status_rx) = watch::channel(initial_status(&config));
-    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), Error>>(1);
-
     // Linux keeps 15 bytes of a thread name.
     let name = format!("vrrp{}-{}", config.vrid, config.interface);
-    let thread = std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            let runtime = match driver::prepare(&config) {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            drop(ready_tx);
-            runtime.block_on(driver::run(config, command_rx, transition_tx, status_tx));
-        })
-        .map_err(|source| Error::SpawnThread {
-            name: name.clone(),
-            source,
-        })?;
-
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok(FailoverHandle {
-            commands: command_tx,
-            transitions: transition_rx,
-            status: status_rx,
-            thread: Some(thread),
-        }),
-        Ok(Err(e)) => {
-            let _ = thread.join();
-            Err(e)
-        }
-        Err(_) => {
-            let _ = thread.join();
-            Err(Error::ThreadStartup { name })
-        }
-    }
+    let for_prepare = config.clone();
+    crate::thread::spawn(
+        name,
+        initial_status(&config),
+        move || driver::prepare(&for_prepare),
+        move |runtime, ends| {
+            runtime.block_on(driver::run(
+                config,
+                ends.commands,
+                ends.transitions,
+                ends.status,
+            ));
+        },
+    )
 }
 
 #[cfg(test)]
