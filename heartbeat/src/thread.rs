@@ -3,6 +3,14 @@
 //! Each protocol runs on a thread of its own with a current-thread tokio runtime, so
 //! failover timing never waits on the daemon's runtime (DESIGN §3).
 
+use std::error::Error as StdError;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sched::{CloneFlags, setns};
+use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::Error;
@@ -74,4 +82,39 @@ where
             Err(Error::ThreadStartup { name })
         }
     }
+}
+
+/// On the protocol thread, before anything else: enters the network namespace at
+/// `netns` (if any) and builds the thread's runtime.
+pub(crate) fn runtime_in(netns: Option<&Path>) -> Result<Runtime, Error> {
+    if let Some(path) = netns {
+        let err = |source: io::Error| Error::EnterNetns {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(err)?;
+        setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| err(io::Error::from(e)))?;
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::BuildRuntime { source })
+}
+
+/// The wall-clock time of a monotonic instant in the past.
+pub(crate) fn wall_clock(t: Instant) -> SystemTime {
+    let ago = Instant::now().saturating_duration_since(t);
+    SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH)
+}
+
+/// An error and its causes on one line, for Fault reasons and logs.
+pub(crate) fn describe(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -7,15 +7,11 @@
 //! and timer expiries to the machine, carries out its actions and publishes the
 //! status after each event.
 
-use std::error::Error as StdError;
-use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::sched::{CloneFlags, setns};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -26,6 +22,7 @@ use crate::linuxha::machine::{Action, Event, Machine};
 use crate::linuxha::socket::{self, MediumSocket};
 use crate::linuxha::state::{BootState, StateStore};
 use crate::role::{Command, LinkStatus, PeerSeen, Status, Transition};
+use crate::thread::{describe, wall_clock};
 
 /// How often a failed socket is reopened and a working one's interface checked.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -43,13 +40,7 @@ pub(crate) struct Prepared {
 /// Runs on the protocol thread before anything else: enters the network namespace,
 /// builds the runtime and starts a new generation on disk.
 pub(crate) fn prepare(config: &HbConfig) -> Result<Prepared, Error> {
-    if let Some(path) = &config.netns {
-        enter_netns(path)?;
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::BuildRuntime { source })?;
+    let runtime = crate::thread::runtime_in(config.netns.as_deref())?;
     let store = StateStore::open(&config.state_dir, &config.node, &config.peer)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -60,16 +51,6 @@ pub(crate) fn prepare(config: &HbConfig) -> Result<Prepared, Error> {
         store,
         boot,
     })
-}
-
-/// Moves the calling thread into the network namespace at `path`.
-fn enter_netns(path: &Path) -> Result<(), Error> {
-    let err = |source: io::Error| Error::EnterNetns {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::open(path).map_err(err)?;
-    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| err(io::Error::from(e)))
 }
 
 /// The protocol loop; returns after [`Command::Shutdown`] (or when the supervisor
@@ -457,22 +438,4 @@ impl Driver {
         };
         self.status.send_replace(status);
     }
-}
-
-/// The wall-clock time of a monotonic instant in the past.
-fn wall_clock(t: Instant) -> SystemTime {
-    let ago = Instant::now().saturating_duration_since(t);
-    SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH)
-}
-
-/// An error and its causes on one line, for Fault reasons and logs.
-fn describe(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -7,18 +7,15 @@
 //! to the machine, carries out its actions and publishes the status after each
 //! event.
 
-use std::error::Error as StdError;
-use std::fs::File;
 use std::io;
-use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use nix::sched::{CloneFlags, setns};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::Error;
 use crate::role::{Command, PeerSeen, Status, Transition};
+use crate::thread::{describe, wall_clock};
 use crate::vrrp::VrrpConfig;
 use crate::vrrp::machine::{Action, Event, Machine};
 use crate::vrrp::socket::{Received, VrrpSocket, interface_info};
@@ -29,23 +26,7 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Runs on the protocol thread before anything else: enters the network namespace
 /// and builds the runtime.
 pub(crate) fn prepare(config: &VrrpConfig) -> Result<Runtime, Error> {
-    if let Some(path) = &config.netns {
-        enter_netns(path)?;
-    }
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::BuildRuntime { source })
-}
-
-/// Moves the calling thread into the network namespace at `path`.
-fn enter_netns(path: &Path) -> Result<(), Error> {
-    let err = |source: io::Error| Error::EnterNetns {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::open(path).map_err(err)?;
-    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| err(io::Error::from(e)))
+    crate::thread::runtime_in(config.netns.as_deref())
 }
 
 /// What woke the loop.
@@ -276,22 +257,4 @@ impl Driver {
         };
         self.status.send_replace(status);
     }
-}
-
-/// The wall-clock time of a monotonic instant in the past.
-fn wall_clock(t: Instant) -> SystemTime {
-    let ago = Instant::now().saturating_duration_since(t);
-    SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH)
-}
-
-/// An error and its causes on one line, for Fault reasons and logs.
-fn describe(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
