@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,44 +25,13 @@ use std::time::{Duration, Instant};
 use nix::sched::{CloneFlags, setns};
 use serde_json::Value;
 
-/// Set by the harness inside the VM.
-const INSIDE_VM: &str = "DIRECTORD_IPVS_VM";
-
 #[test]
 fn directord_ipvs_in_vm() {
-    if env::var_os(INSIDE_VM).is_some() {
-        return; // the vm_* tests are the ones to run in there
-    }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("directord_ipvs_in_vm: skipped: needs root (qemu, apt, network namespaces)");
-        return;
-    }
-    let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vm/ipvs-vm.sh");
-    let exe = env::current_exe().expect("path of this test binary");
-    let output = Command::new("bash")
-        .arg(&harness)
-        .args(["--timeout", "600", "--"])
-        .arg(&exe)
-        .args(["--ignored", "--test-threads=2", "vm_"])
-        .output()
-        .expect("run bash");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    match output.status.code() {
-        Some(0) => {}
-        Some(125) => panic!(
-            "the IPVS VM could not run (tests/vm/ipvs-vm.sh exit 125): it needs qemu-system-x86, \
-             busybox-static, kmod and apt access to linux-image-6.1.0-*-amd64; see \
-             tests/vm/README.md. Its output:\n{stderr}"
-        ),
-        Some(124) => panic!("the IPVS VM timed out; guest output above"),
-        other => panic!("vm_* tests failed inside the IPVS VM (exit {other:?}); output above"),
-    }
-    assert!(
-        stdout.contains("test result: ok") && !stdout.contains(" 0 passed"),
-        "no vm_* test ran inside the VM"
+    directord_tests::vm::run_tests_inside(
+        "directord_ipvs_in_vm",
+        "vm_",
+        2,
+        Duration::from_secs(600),
     );
 }
 

@@ -12,16 +12,14 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    env, io,
+    io,
     net::{SocketAddr, UdpSocket},
-    path::Path,
     process::Command,
     thread,
     time::{Duration, Instant},
 };
 
 use common::{DIRECTOR_IF, PEER_IF, in_netns, ip};
-use nix::unistd::Uid;
 use vipmgr::{
     Error,
     ipvs::{
@@ -31,46 +29,9 @@ use vipmgr::{
     },
 };
 
-/// Set by the harness inside the VM.
-const INSIDE_VM: &str = "DIRECTORD_IPVS_VM";
-
 #[test]
 fn ipvs_in_vm() {
-    if env::var_os(INSIDE_VM).is_some() {
-        return; // the vm_* tests are the ones to run in there
-    }
-    if !Uid::effective().is_root() {
-        eprintln!("ipvs_in_vm: skipped: needs root (qemu, apt, network namespaces)");
-        return;
-    }
-    let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vm/ipvs-vm.sh");
-    let exe = env::current_exe().expect("path of this test binary");
-    let output = Command::new("bash")
-        .arg(&harness)
-        .args(["--timeout", "600", "--"])
-        .arg(&exe)
-        .args(["--ignored", "--test-threads=2", "vm_"])
-        .output()
-        .expect("run bash");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    match output.status.code() {
-        Some(0) => {}
-        Some(125) => panic!(
-            "the IPVS VM could not run (tests/vm/ipvs-vm.sh exit 125): it needs qemu-system-x86, \
-             busybox-static, kmod and apt access to linux-image-6.1.0-*-amd64; see \
-             tests/vm/README.md. Its output:\n{stderr}"
-        ),
-        Some(124) => panic!("the IPVS VM timed out; guest output above"),
-        other => panic!("vm_* tests failed inside the IPVS VM (exit {other:?}); output above"),
-    }
-    // The run must have happened, not just booted.
-    assert!(
-        stdout.contains("test result: ok") && !stdout.contains(" 0 passed"),
-        "no vm_* test ran inside the VM"
-    );
+    directord_tests::vm::run_tests_inside("ipvs_in_vm", "vm_", 2, Duration::from_secs(600));
 }
 
 // ---------------------------------------------------------------------------
