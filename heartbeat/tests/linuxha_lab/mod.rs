@@ -6,6 +6,10 @@
 
 #![allow(dead_code)]
 
+#[path = "../common/handle.rs"]
+mod handle;
+pub use handle::*;
+
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
@@ -15,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use heartbeat::linuxha::{AuthKeys, HbConfig, Medium};
-use heartbeat::role::{Command, FailoverHandle, Role, Status, Transition};
+use heartbeat::role::{FailoverHandle, Role};
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
@@ -333,52 +337,6 @@ impl Drop for Lab {
                 .status();
         }
         let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Waits until the status satisfies `pred`; panics after `timeout`.
-pub async fn wait_status(
-    handle: &FailoverHandle,
-    what: &str,
-    timeout: Duration,
-    pred: impl FnMut(&Status) -> bool,
-) -> Status {
-    let mut rx = handle.status.clone();
-    let result = tokio::time::timeout(timeout, rx.wait_for(pred))
-        .await
-        .map(|r| r.map(|status| status.clone()));
-    match result {
-        Ok(Ok(status)) => status,
-        _ => panic!(
-            "timed out after {timeout:?} waiting for {what}; status: {:#?}",
-            *handle.status.borrow()
-        ),
-    }
-}
-
-pub async fn wait_role(handle: &FailoverHandle, role: Role, timeout: Duration) -> Status {
-    wait_status(handle, &format!("role {role:?}"), timeout, |s| {
-        s.role == role
-    })
-    .await
-}
-
-/// Every transition sent so far (waiting a moment for the last ones).
-pub async fn drain(handle: &mut FailoverHandle) -> Vec<Transition> {
-    let mut out = Vec::new();
-    while let Ok(Some(t)) =
-        tokio::time::timeout(Duration::from_millis(200), handle.transitions.recv()).await
-    {
-        out.push(t);
-    }
-    out
-}
-
-/// Sends Shutdown and waits for the thread to end.
-pub fn shutdown(handle: &mut FailoverHandle) {
-    let _ = handle.commands.send(Command::Shutdown);
-    if let Some(thread) = handle.thread.take() {
-        thread.join().expect("protocol thread panicked");
     }
 }
 
