@@ -12,13 +12,18 @@ if [[ "${1:-}" != "--no-install" ]]; then
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
+    # postfix asks how to deliver mail: the tests run their own instance.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get update -qq
+    # Real servers for the health checkers' tests: nginx (HTTP/HTTPS), unbound (DNS),
+    # postfix (SMTP); openssl makes their certificates.
     apt-get install -y -qq --no-install-recommends \
-        build-essential pkg-config ca-certificates \
+        build-essential pkg-config ca-certificates openssl \
         iproute2 iputils-ping iputils-arping tcpdump nftables procps psmisc \
-        keepalived heartbeat python3 >/dev/null
+        keepalived heartbeat python3 \
+        nginx-light unbound postfix >/dev/null
     # The packages enable services; the tests start their own instances.
-    systemctl disable --now keepalived heartbeat >/dev/null 2>&1 || true
+    systemctl disable --now keepalived heartbeat nginx unbound postfix >/dev/null 2>&1 || true
     command -v cargo >/dev/null || { echo "cargo is missing (install Rust with rustup)" >&2; exit 1; }
     for c in clippy rustfmt; do
         if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then

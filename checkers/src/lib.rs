@@ -1,5 +1,125 @@
 //! Health checkers for real servers.
 //!
-//! The protocol checkers and their runner arrive with the health-checker issue; the
-//! crate exists now so the workspace has its final shape and the supervisor's
-//! dependency graph (`directord → {heartbeat, checkers, vipmgr}`) is fixed from day one.
+//! [`spec`] says what a check is (validated values, built by directord's config);
+//! [`Probe`] runs one attempt of a check against one real server and gives a
+//! [`Verdict`]; [`runner`] runs every (check, real server) pair on its schedule and turns
+//! verdicts into health changes with rise/fall hysteresis.
+//!
+//! A real server that fails the check is a normal result, [`Verdict::Down`] with a
+//! reason. An [`Error`] means the checker itself cannot work (a CA file that does not
+//! load, a source address that is not local, a program that cannot be started).
+
+pub mod dns;
+mod error;
+pub mod external;
+pub mod http;
+pub mod icmp;
+pub mod runner;
+pub mod smtp;
+pub mod spec;
+pub mod tcp;
+pub(crate) mod tls;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+pub use error::Error;
+pub use spec::{Check, Health, Protocol};
+
+/// The verdict of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Up,
+    /// The real server failed the check; the reason is for the operator
+    /// ("connect: connection refused", "status 503, expected 200-299").
+    Down(String),
+}
+
+/// Where and how long one attempt may take; given to each protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// The real server itself.
+    pub real: SocketAddr,
+    /// Where to connect (connect_ip / connect_port applied, default port filled in).
+    pub addr: SocketAddr,
+    /// Source address to bind, if any.
+    pub bind: Option<IpAddr>,
+    /// The whole attempt's budget.
+    pub timeout: Duration,
+}
+
+/// A check made ready to run: what can be prepared once (TLS client config, parsed
+/// names) is, so each attempt does only the protocol's work. Cheap to share
+/// (`Arc<Probe>`) between the real servers of a service.
+#[derive(Debug)]
+pub struct Probe {
+    check: Check,
+    kind: Prepared,
+}
+
+#[derive(Debug)]
+enum Prepared {
+    Tcp,
+    Http(http::Prepared),
+    Ping,
+    Dns(dns::Prepared),
+    Smtp(smtp::Prepared),
+    External,
+}
+
+impl Probe {
+    pub fn new(check: Check) -> Result<Probe, Error> {
+        let kind = match &check.protocol {
+            Protocol::Tcp(_) => Prepared::Tcp,
+            Protocol::Http(h) => Prepared::Http(http::Prepared::new(h)?),
+            Protocol::Ping => Prepared::Ping,
+            Protocol::Dns(d) => Prepared::Dns(dns::Prepared::new(d)?),
+            Protocol::Smtp(s) => Prepared::Smtp(smtp::Prepared::new(s)?),
+            Protocol::External(_) => Prepared::External,
+        };
+        Ok(Probe { check, kind })
+    }
+
+    pub fn check(&self) -> &Check {
+        &self.check
+    }
+
+    /// Where an attempt against `real` connects.
+    pub fn target(&self, real: SocketAddr) -> Target {
+        let mut addr = self.check.connect.target(real);
+        if addr.port() == 0 {
+            addr.set_port(self.check.protocol.default_port());
+        }
+        Target {
+            real,
+            addr,
+            bind: self.check.connect.bind,
+            timeout: self.check.timeout,
+        }
+    }
+
+    /// One attempt (no retry: the runner retries), bounded by the check's timeout.
+    pub async fn run(&self, real: SocketAddr) -> Result<Verdict, Error> {
+        let t = self.target(real);
+        let attempt = async {
+            match (&self.kind, &self.check.protocol) {
+                (Prepared::Tcp, Protocol::Tcp(spec)) => tcp::probe(spec, &t).await,
+                (Prepared::Http(p), Protocol::Http(spec)) => http::probe(p, spec, &t).await,
+                (Prepared::Ping, Protocol::Ping) => icmp::probe(&t).await,
+                (Prepared::Dns(p), Protocol::Dns(spec)) => dns::probe(p, spec, &t).await,
+                (Prepared::Smtp(p), Protocol::Smtp(spec)) => smtp::probe(p, spec, &t).await,
+                (Prepared::External, Protocol::External(spec)) => external::probe(spec, &t).await,
+                _ => unreachable!("Probe::new prepares the check's own protocol"),
+            }
+        };
+        // Each protocol keeps to the budget and says how far it got; this outer bound
+        // is the backstop.
+        match tokio::time::timeout(t.timeout + Duration::from_millis(50), attempt).await {
+            Ok(r) => r,
+            Err(_) => Ok(Verdict::Down(format!(
+                "no verdict within the {} ms timeout",
+                t.timeout.as_millis()
+            ))),
+        }
+    }
+}

@@ -20,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use checkers::Health;
 use heartbeat::Role;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -31,6 +32,7 @@ use vipmgr::ipvs::{
 };
 
 use crate::config::{self, IpvsSync, L4Protocol, OnFailure, ServiceTarget};
+use crate::health::HealthMap;
 
 /// The kernel's defaults for what `[ipvs]` leaves unset (`ip_vs_sync.c`).
 const DEFAULT_SYNC_GROUP: IpAddr = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 81));
@@ -113,21 +115,36 @@ pub fn virtual_service(
         };
         destinations.push(Destination::new(real.address, forward(s.forward), weight));
     }
-    if let (false, Some(sorry)) = (any_up, s.sorry_server) {
-        if !destinations.iter().any(|d| d.address == sorry) {
+    if let (false, Some(sorry)) = (any_up, s.sorry_server)
+        && !destinations.iter().any(|d| d.address == sorry) {
             destinations.push(Destination::new(sorry, forward(s.forward), 1));
         }
-    }
     VirtualService::new(service, destinations)
 }
 
-/// The whole desired table. Health checks are not wired in yet, so every real
-/// server counts as up (as for a service without `check`).
-pub fn desired_table(services: &[config::Service], drains: &Drains) -> Vec<VirtualService> {
+/// The whole desired table. A real server missing from `health` (its service has
+/// no check) counts as up.
+pub fn desired_table(
+    services: &[config::Service],
+    drains: &Drains,
+    health: &HealthMap,
+) -> Vec<VirtualService> {
     services
         .iter()
-        .map(|s| virtual_service(s, |a| drains.contains(&(s.name.clone(), a)), |_| true))
+        .map(|s| service_table(s, drains, health))
         .collect()
+}
+
+fn service_table(s: &config::Service, drains: &Drains, health: &HealthMap) -> VirtualService {
+    virtual_service(
+        s,
+        |a| drains.contains(&(s.name.clone(), a)),
+        |a| is_up(health, &s.name, a),
+    )
+}
+
+fn is_up(health: &HealthMap, service: &str, real: SocketAddr) -> bool {
+    health.get(&(service.to_string(), real)) != Some(&Health::Down)
 }
 
 /// A change the kernel refused, in the config's words.
@@ -231,6 +248,9 @@ pub struct RealStatus {
     /// The weight in the kernel (`None`: not in the kernel's table).
     pub weight: Option<u32>,
     pub drained: bool,
+    /// From the service's check (`None`: the service has no check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
     pub forward: &'static str,
     pub active_connections: u32,
     pub inactive_connections: u32,
@@ -288,9 +308,11 @@ enum Job {
     Configure {
         services: Vec<config::Service>,
         sync: Option<IpvsSync>,
+        health: HealthMap,
         reply: oneshot::Sender<ApplySummary>,
     },
     Role(Role),
+    Health(Vec<((String, SocketAddr), Health)>),
     Drain {
         service: String,
         real: String,
@@ -332,14 +354,24 @@ impl IpvsHandle {
         &self,
         services: Vec<config::Service>,
         sync: Option<IpvsSync>,
+        health: HealthMap,
     ) -> oneshot::Receiver<ApplySummary> {
         let (reply, rx) = oneshot::channel();
         self.send(Job::Configure {
             services,
             sync,
+            health,
             reply,
         });
         rx
+    }
+
+    /// Real servers changed health: their services are reconciled (down ones
+    /// quiesced or removed, the sorry server in or out).
+    pub fn health(&self, changes: Vec<((String, SocketAddr), Health)>) {
+        if !changes.is_empty() {
+            self.send(Job::Health(changes));
+        }
     }
 
     /// The director's role changed: switch the sync daemon.
@@ -392,6 +424,7 @@ struct Worker {
     sync_error: Option<String>,
     role: Option<Role>,
     drains: Drains,
+    health: HealthMap,
     /// Services of earlier configs that may still be in the kernel.
     managed: BTreeSet<ServiceKey>,
     /// A whole reconcile succeeded once: later configs may reconcile only what
@@ -415,15 +448,17 @@ impl Worker {
                 Job::Configure {
                     services,
                     sync,
+                    health,
                     reply,
                 } => {
-                    let summary = self.configure(services, sync);
+                    let summary = self.configure(services, sync, health);
                     let _ = reply.send(summary);
                 }
                 Job::Role(role) => {
                     self.role = Some(role);
                     self.sync_daemon();
                 }
+                Job::Health(changes) => self.health(changes),
                 Job::Drain {
                     service,
                     real,
@@ -478,6 +513,7 @@ impl Worker {
         &mut self,
         services: Vec<config::Service>,
         sync: Option<IpvsSync>,
+        health: HealthMap,
     ) -> ApplySummary {
         let gone: Vec<(String, SocketAddr)> = self
             .drains
@@ -493,9 +529,10 @@ impl Worker {
             info!(service = %drain.0, real = %drain.1, "drain dropped: the real server left the config");
             self.drains.remove(&drain);
         }
-        let before = desired_table(&self.services, &self.drains);
+        let before = desired_table(&self.services, &self.drains, &self.health);
         self.services = services;
         self.sync = sync;
+        self.health = health;
         // The first config, or one after a failure or an unreadable table, is
         // reconciled whole (that repairs drift); later reloads look only at the
         // services whose desired state changed, so a changed weight costs one
@@ -504,7 +541,7 @@ impl Worker {
         let summary = if whole {
             self.apply(None)
         } else {
-            let after = desired_table(&self.services, &self.drains);
+            let after = desired_table(&self.services, &self.drains, &self.health);
             let old: BTreeMap<ServiceKey, &VirtualService> =
                 before.iter().map(|v| (v.key(), v)).collect();
             let new: BTreeMap<ServiceKey, &VirtualService> =
@@ -527,7 +564,7 @@ impl Worker {
         if !self.needed() {
             return ApplySummary::default();
         }
-        let mut desired = desired_table(&self.services, &self.drains);
+        let mut desired = desired_table(&self.services, &self.drains, &self.health);
         let all_keys: BTreeSet<ServiceKey> = desired.iter().map(VirtualService::key).collect();
         let mut scope = self.managed.clone();
         scope.extend(all_keys.iter().copied());
@@ -645,13 +682,12 @@ impl Worker {
                     info!(role = %daemon.role, interface = %daemon.interface, "IPVS sync daemon stopped");
                 }
             }
-            if let Some(w) = &wanted {
-                if !running.iter().any(|d| same_daemon(d, w)) {
+            if let Some(w) = &wanted
+                && !running.iter().any(|d| same_daemon(d, w)) {
                     ipvs.start_sync_daemon(w)?;
                     info!(role = %w.role, interface = %w.interface, sync_id = w.sync_id, "IPVS sync daemon started");
                     return Ok(true);
                 }
-            }
             Ok(false)
         })();
         match result {
@@ -664,6 +700,31 @@ impl Worker {
                 error!(%error, "cannot switch the IPVS sync daemon");
                 self.sync_error = Some(error);
             }
+        }
+    }
+
+    /// Applies health changes to the services they concern. Changes for real
+    /// servers no longer configured (a report that crossed a reload) are ignored.
+    fn health(&mut self, changes: Vec<((String, SocketAddr), Health)>) {
+        let mut touched = BTreeSet::new();
+        for (key, health) in changes {
+            let Some(service) = self
+                .services
+                .iter()
+                .find(|s| s.name == key.0 && s.reals.iter().any(|r| r.address == key.1))
+            else {
+                continue;
+            };
+            if self.health.insert(key, health) != Some(health) {
+                touched.insert(service_key(service));
+            }
+        }
+        if touched.is_empty() || !self.reconciled_once {
+            return;
+        }
+        let summary = self.apply(Some(touched));
+        if !summary.is_clean() {
+            warn!(%summary, "IPVS: a health change was not fully applied");
         }
     }
 
@@ -704,11 +765,7 @@ impl Worker {
         } else {
             self.drains.remove(&entry);
         }
-        let desired = [virtual_service(
-            &service,
-            |a| self.drains.contains(&(service.name.clone(), a)),
-            |_| true,
-        )];
+        let desired = [service_table(&service, &self.drains, &self.health)];
         let key = service_key(&service);
         let by_key = BTreeMap::from([(key, &service)]);
         let Some(ipvs) = self.kernel(false) else {
@@ -746,7 +803,7 @@ impl Worker {
         let drained = self.drains.contains(&(service.name.clone(), address));
         Ok((
             service.name.clone(),
-            real_status(&service, &found, drained, status.as_ref()),
+            real_status(&service, &found, drained, &self.health, status.as_ref()),
         ))
     }
 
@@ -764,6 +821,7 @@ impl Worker {
         }
         let services = self.services.clone();
         let drains = self.drains.clone();
+        let health = self.health.clone();
         let mut running = Vec::new();
         let mut kernel: BTreeMap<ServiceKey, (ServiceEntry, Vec<DestinationEntry>)> =
             BTreeMap::new();
@@ -823,7 +881,7 @@ impl Worker {
                                 dests.iter().find(|d| d.destination.address == r.address)
                             });
                             let drained = drains.contains(&(s.name.clone(), r.address));
-                            real_status(s, r, drained, entry)
+                            real_status(s, r, drained, &health, entry)
                         })
                         .collect(),
                 }
@@ -837,6 +895,7 @@ fn real_status(
     service: &config::Service,
     real: &config::RealServer,
     drained: bool,
+    health: &HealthMap,
     entry: Option<&DestinationEntry>,
 ) -> RealStatus {
     RealStatus {
@@ -844,6 +903,13 @@ fn real_status(
         configured_weight: real.weight,
         weight: entry.map(|e| e.destination.weight),
         drained,
+        health: service.check.as_ref().map(|_| {
+            if is_up(health, &service.name, real.address) {
+                Health::Up
+            } else {
+                Health::Down
+            }
+        }),
         forward: match service.forward {
             config::Forward::Nat => "nat",
             config::Forward::Dr => "dr",
@@ -929,7 +995,7 @@ address = "2001:db8::21"
 
     #[test]
     fn config_becomes_the_desired_table() {
-        let table = desired_table(&services(), &Drains::new());
+        let table = desired_table(&services(), &Drains::new(), &HealthMap::new());
         let www = &table[0];
         assert_eq!(www.key(), ServiceKey::tcp(addr("192.0.2.100:80")));
         assert_eq!(www.service.scheduler, Scheduler::WeightedRoundRobin);
@@ -969,7 +1035,7 @@ address = "2001:db8::21"
     #[test]
     fn a_drained_real_server_has_weight_zero() {
         let drains = Drains::from([("www".to_string(), addr("10.0.1.12:80"))]);
-        let table = desired_table(&services(), &drains);
+        let table = desired_table(&services(), &drains, &HealthMap::new());
         assert_eq!(table[0].destinations[0].weight, 100);
         assert_eq!(table[0].destinations[1].weight, 0);
         // Another service's real server of that address is not drained.
@@ -997,6 +1063,26 @@ address = "2001:db8::21"
         );
         let marked = virtual_service(&services[1], |_| false, |_| false);
         assert!(marked.destinations.is_empty(), "on_failure = remove");
+    }
+
+    #[test]
+    fn the_health_map_drives_the_table() {
+        let services = services();
+        let mut health = HealthMap::new();
+        health.insert(("www".into(), addr("10.0.1.11:80")), Health::Down);
+        health.insert(("www".into(), addr("10.0.1.12:80")), Health::Up);
+        let table = desired_table(&services, &Drains::new(), &health);
+        assert_eq!(table[0].destinations[0].weight, 0);
+        assert_eq!(table[0].destinations[1].weight, 50);
+        // Real servers missing from the map (no check) count as up.
+        assert_eq!(table[1].destinations[0].weight, 1);
+        health.insert(("www".into(), addr("10.0.1.12:80")), Health::Down);
+        let table = desired_table(&services, &Drains::new(), &health);
+        assert_eq!(
+            table[0].destinations.last().map(|d| d.address),
+            Some(addr("10.0.1.99:80")),
+            "all down: the sorry server"
+        );
     }
 
     #[test]

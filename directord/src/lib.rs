@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod control;
+pub mod health;
 pub mod ipvs;
 pub mod supervisor;
 

@@ -92,6 +92,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let socket = ControlSocket::bind(&config.control.socket, &config.control.group)?;
     let resume_active = std::env::var(RESUME).is_ok_and(|v| v == "active");
     let (handle, supervisor) = directord::supervisor::start(config, cancel.clone(), resume_active)
+        .await
         .context("cannot start")?;
     let server = tokio::spawn(socket.serve(handle.clone(), cancel.clone()));
 

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config, Protocol, VrrpVersion};
 use crate::control::{Request, Response};
+use crate::health::{CheckStatus, Health};
 use crate::ipvs::{IpvsHandle, IpvsStatus};
 
 type Reply = oneshot::Sender<Response>;
@@ -73,6 +74,8 @@ pub struct StatusReport {
     /// The IPVS table per service, the sync daemon, refused changes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipvs: Option<IpvsStatus>,
+    /// Every checked real server: health, last result, reason, latency.
+    pub checks: Vec<CheckStatus>,
     pub config: String,
     pub pid: u32,
     /// When this process started (unix ms): an in-place restart keeps the pid.
@@ -93,15 +96,26 @@ fn opt_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok,
     }
 }
 
-/// Starts the configured failover protocol on its own thread.
-pub fn spawn_failover(config: &Config, resume_active: bool) -> anyhow::Result<FailoverHandle> {
+/// Starts the configured failover protocol on its own thread. `ready`: whether the
+/// health checks are settled (false: the node does not preempt a live peer until
+/// told [`Command::Ready`]).
+pub fn spawn_failover(
+    config: &Config,
+    resume_active: bool,
+    ready: bool,
+) -> anyhow::Result<FailoverHandle> {
     match &config.failover.protocol {
         Protocol::Vrrp(v) => {
             let mut vrrp = vrrp_config(config, v);
             vrrp.resume_master = resume_active;
+            vrrp.ready = ready;
             Ok(heartbeat::vrrp::spawn(vrrp)?)
         }
-        Protocol::Heartbeat(h) => Ok(heartbeat::linuxha::spawn(heartbeat_config(config, h)?)?),
+        Protocol::Heartbeat(h) => {
+            let mut hb = heartbeat_config(config, h)?;
+            hb.ready = ready;
+            Ok(heartbeat::linuxha::spawn(hb)?)
+        }
     }
 }
 
@@ -169,6 +183,7 @@ pub fn vrrp_config(config: &Config, v: &config::Vrrp) -> heartbeat::vrrp::VrrpCo
         },
         netns: None,
         resume_master: false,
+        ready: true,
     }
 }
 
@@ -202,6 +217,9 @@ struct Supervisor {
     /// Gratuitous ARP / NA bursts and refreshes while active.
     announcer: Option<JoinHandle<()>>,
     ipvs: IpvsHandle,
+    health: Health,
+    /// The readiness last told to the failover protocol.
+    ready: bool,
     /// `directorctl restart` was asked: end the loop after answering.
     restart: bool,
     started: std::time::SystemTime,
@@ -222,7 +240,7 @@ pub enum Exit {
 ///
 /// `resume_active`: this process replaces an active directord restarted in place;
 /// it keeps the VIPs and starts as master.
-pub fn start(
+pub async fn start(
     config: Config,
     cancel: CancellationToken,
     resume_active: bool,
@@ -242,16 +260,27 @@ pub fn start(
             Err(e) => warn!(error = %chain(&e), "could not clear stale VIPs at start"),
         }
     }
+    // Health checks start now; each real server starts at its check's `initial`
+    // health (up, after an in-place restart of the active director).
+    let mut health = Health::spawn(resume_active);
+    let start_health = health.configure(&config).await;
     // IPVS on both directors, whatever the role: the table is programmed now (on
     // the IPVS thread, without a flush) and the sync daemon starts as backup.
     let ipvs = IpvsHandle::spawn()?;
-    drop(ipvs.configure(config.services.clone(), config.ipvs.sync.clone()));
+    drop(ipvs.configure(
+        config.services.clone(),
+        config.ipvs.sync.clone(),
+        start_health,
+    ));
     ipvs.role(if resume_active {
         Role::Active
     } else {
         Role::Standby
     });
-    let failover = spawn_failover(&config, resume_active)?;
+    // Ready before active: with checks to run, the node does not preempt its peer
+    // until every check has had a first round.
+    let ready = *health.ready.borrow_and_update();
+    let failover = spawn_failover(&config, resume_active, ready)?;
     let link = match vipmgr::watch_link(&config.failover.interface) {
         Ok(rx) => Some(rx),
         Err(e) => {
@@ -267,6 +296,8 @@ pub fn start(
         role: Role::Standby,
         announcer: None,
         ipvs,
+        health,
+        ready,
         restart: false,
         started: std::time::SystemTime::now(),
     };
@@ -311,13 +342,17 @@ impl Supervisor {
                         None => std::future::pending().await,
                     }
                 } => match changed {
-                    Ok(state) => {
-                        let cmd = if state == vipmgr::LinkState::Up { Command::LinkUp } else { Command::LinkDown };
-                        info!(interface = %self.config.failover.interface, ?state, "link state changed");
-                        let _ = self.failover.commands.send(cmd);
-                    }
+                    Ok(state) => self.on_link(state),
                     Err(_) => link = None,
                 },
+                Some(report) = self.health.reports.recv() => {
+                    let changes = self.health.changes(report);
+                    self.ipvs.health(changes);
+                }
+                Ok(()) = self.health.ready.changed() => {
+                    let ready = *self.health.ready.borrow_and_update();
+                    self.tell_ready(ready);
+                }
                 r = requests.recv(), if requests_open => match r {
                     Some((req, reply)) => {
                         match self.on_request(req).await {
@@ -341,6 +376,33 @@ impl Supervisor {
             }
         }
         Exit::Stopped
+    }
+
+    fn on_link(&mut self, state: vipmgr::LinkState) {
+        info!(interface = %self.config.failover.interface, ?state, "link state changed");
+        if state == vipmgr::LinkState::Up {
+            // The checks failed while the link was down because this director was
+            // cut off: they start over, and the node holds back until they ran.
+            self.health.restart_epoch();
+            let ready = *self.health.ready.borrow_and_update();
+            self.tell_ready(ready);
+            let _ = self.failover.commands.send(Command::LinkUp);
+        } else {
+            let _ = self.failover.commands.send(Command::LinkDown);
+        }
+    }
+
+    /// Tells the failover protocol whether the checks are settled.
+    fn tell_ready(&mut self, ready: bool) {
+        if ready != self.ready {
+            if ready {
+                info!("health checks settled: ready to take over from the peer");
+            } else {
+                info!("health checks starting over: not preempting the peer until they ran");
+            }
+            self.ready = ready;
+            let _ = self.failover.commands.send(Command::Ready(ready));
+        }
     }
 
     async fn on_transition(&mut self, t: Transition) {
@@ -450,7 +512,14 @@ impl Supervisor {
             Request::Status => {
                 let mut report = self.status();
                 let ipvs = self.ipvs.status();
+                let runner = self.health.handle();
                 Answer::Later(Box::pin(async move {
+                    report.checks = runner
+                        .snapshot()
+                        .await
+                        .into_iter()
+                        .map(CheckStatus::from)
+                        .collect();
                     report.ipvs = ipvs.await.ok();
                     match serde_json::to_value(report) {
                         Ok(v) => Response::status(v),
@@ -479,7 +548,68 @@ impl Supervisor {
             Request::Restart => Answer::Now(self.restart()),
             Request::Drain { service, real } => self.drain(service, real, true),
             Request::Enable { service, real } => self.drain(service, real, false),
+            Request::Check { service, real } => self.check_now(&service, &real),
         }
+    }
+
+    /// `directorctl check`: runs the real server's check once now.
+    fn check_now(&self, service: &str, real: &str) -> Answer {
+        let Some(s) = self.config.services.iter().find(|s| s.name == service) else {
+            let names: Vec<&str> = self
+                .config
+                .services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            return Answer::Now(Response::error(format!(
+                "no service named `{service}` (services: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )));
+        };
+        let Some(r) = s.real(real) else {
+            let reals: Vec<String> = s.reals.iter().map(|r| r.address.to_string()).collect();
+            return Answer::Now(Response::error(format!(
+                "service `{service}` has no real server `{real}` (real servers: {})",
+                reals.join(", ")
+            )));
+        };
+        let Some(check) = &s.check else {
+            return Answer::Now(Response::error(format!(
+                "service `{service}` has no check: its real servers count as up"
+            )));
+        };
+        let (name, address, kind) = (s.name.clone(), r.address, check.protocol.name());
+        let runner = self.health.handle();
+        Answer::Later(Box::pin(async move {
+            let key = checkers::runner::Key {
+                service: name.clone(),
+                real: address,
+            };
+            let Some(result) = runner.check_now(&key).await else {
+                return Response::error(format!("{name} {address}: its check is not running"));
+            };
+            let shown = crate::health::ResultStatus::from(&result);
+            let message = format!(
+                "{name} {address}: {kind} check {}{} in {} ms",
+                shown.result.to_uppercase(),
+                shown
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default(),
+                shown.latency_ms,
+            );
+            let data = serde_json::to_value(&shown).unwrap_or_default();
+            if matches!(result.outcome, checkers::runner::Outcome::Error { .. }) {
+                Response::error(message)
+            } else {
+                Response::with_data(message, data)
+            }
+        }))
     }
 
     /// Drains or enables one real server (on the IPVS thread).
@@ -566,9 +696,12 @@ impl Supervisor {
         self.config.ipvs = new.ipvs;
         // The whole table is reconciled (so a change made behind directord's back
         // is undone too), but only what differs reaches the kernel.
-        let ipvs = self
-            .ipvs
-            .configure(self.config.services.clone(), self.config.ipvs.sync.clone());
+        let health = self.health.configure(&self.config).await;
+        let ipvs = self.ipvs.configure(
+            self.config.services.clone(),
+            self.config.ipvs.sync.clone(),
+            health,
+        );
         if self.role == Role::Active {
             match self.addresses.reconcile(&new_vips, &managed) {
                 Ok(changes) => info!(?changes, "reload applied to the VIPs"),
@@ -662,6 +795,7 @@ impl Supervisor {
             deadtime: hb.map(|h| h.deadtime),
             vips,
             ipvs: None,
+            checks: Vec::new(),
             config: self.config.path.display().to_string(),
             pid: std::process::id(),
             started: self

@@ -531,3 +531,163 @@ fn fwmark_services_are_keyed_by_mark_and_family() {
         "{l:#?}"
     );
 }
+
+fn with_check(check: &str) -> String {
+    format!(
+        "{GOOD}\n[[service]]\nname = \"www\"\naddress = \"192.0.2.100:80\"\n{check}\n\n[[service.real]]\naddress = \"10.0.1.11:80\"\n"
+    )
+}
+
+#[test]
+fn checks_of_every_type_become_checker_specs() {
+    use checkers::spec::{Health, Method, Protocol, QueryType, Rcode};
+    let spec = |check: &str| {
+        let text = with_check(check);
+        let c = Config::parse(Path::new("x.toml"), &text)
+            .unwrap_or_else(|p| panic!("{check} is valid, got:\n{p}"));
+        c.services[0].check.clone().expect("a check")
+    };
+    let http = spec(
+        r#"check = { type = "https", path = "/health?x=1", host = "www.example.org", expect_status = ["200-204", 301], expect_body = "^ok", expect_digest = "0123456789abcdef0123456789ABCDEF", headers = { "X-Check" = "directord" }, user = "u", password = "p", ca_file = "/etc/ssl/lab-ca.pem", interval = "2s", timeout = "500ms", rise = 2, fall = 3, retry = 1, retry_delay = "200ms", initial = "up", connect_port = 8443, bind_to = "10.0.1.1" }"#,
+    );
+    assert_eq!(http.interval, std::time::Duration::from_secs(2));
+    assert_eq!((http.rise, http.fall, http.retry), (2, 3, 1));
+    assert_eq!(http.initial, Health::Up);
+    assert_eq!(http.connect.port, Some(8443));
+    assert_eq!(http.connect.bind, Some("10.0.1.1".parse().unwrap()));
+    let Protocol::Http(h) = &http.protocol else {
+        panic!("{http:?}")
+    };
+    assert_eq!(h.method, Method::Get);
+    assert_eq!(h.expect_status, vec![200..=204, 301..=301]);
+    assert_eq!(h.expect_digest.map(|d| d[15]), Some(0xef));
+    assert_eq!(h.headers, vec![("X-Check".into(), "directord".into())]);
+    let tls = h.tls.as_ref().expect("https has TLS");
+    assert!(tls.verify, "verification is on by default");
+    assert_eq!(http.protocol.name(), "https");
+
+    let plain = spec(r#"check = { type = "http" }"#);
+    assert_eq!(
+        plain.initial,
+        Health::Down,
+        "unchecked real servers get no traffic"
+    );
+    assert_eq!((plain.rise, plain.fall, plain.retry), (1, 1, 0));
+
+    let Protocol::Dns(d) = spec(
+        r#"check = { type = "dns", query_name = "www.lab.test", query_type = "aaaa", expect_rcode = "nxdomain", expect_answer = "2001:db8::1" }"#,
+    )
+    .protocol
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (d.query_type, d.expect_rcode),
+        (QueryType::Aaaa, Rcode::NxDomain)
+    );
+
+    let Protocol::Tcp(t) =
+        spec(r#"check = { type = "tcp", send = "PING\r\n", expect = "^\\+PONG" }"#).protocol
+    else {
+        panic!()
+    };
+    assert_eq!(t.send.as_deref(), Some(&b"PING\r\n"[..]));
+
+    let Protocol::Smtp(m) =
+        spec(r#"check = { type = "smtp", helo = "lvs1.example.org", starttls = true, tls_verify = false }"#)
+            .protocol
+    else {
+        panic!()
+    };
+    assert!(m.starttls.is_some_and(|t| !t.verify));
+
+    let Protocol::External(e) =
+        spec(r#"check = { type = "external", command = "/usr/lib/check 'two words'" }"#).protocol
+    else {
+        panic!()
+    };
+    assert_eq!(e.argv, vec!["/usr/lib/check", "two words"]);
+    assert_eq!(
+        spec(r#"check = { type = "ping" }"#).protocol,
+        Protocol::Ping
+    );
+}
+
+#[test]
+fn check_mistakes_are_named() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"check = { type = "gopher" }"#,
+            "unknown check type \"gopher\"",
+        ),
+        (
+            r#"check = { type = "http", expect_body = "(" }"#,
+            "not a valid regular expression",
+        ),
+        (
+            r#"check = { type = "http", expect_digest = "abc" }"#,
+            "32 hexadecimal digits",
+        ),
+        (
+            r#"check = { type = "http", method = "HEAD", expect_body = "x" }"#,
+            "HEAD request has no body",
+        ),
+        (
+            r#"check = { type = "http", user = "u" }"#,
+            "`user` needs `password`",
+        ),
+        (
+            r#"check = { type = "http", ca_file = "/x" }"#,
+            "`ca_file` does not apply to a http check",
+        ),
+        (
+            r#"check = { type = "smtp", tls_verify = false }"#,
+            "without starttls = true",
+        ),
+        (
+            r#"check = { type = "dns", query_name = "x", query_type = "BOGUS" }"#,
+            "unknown DNS query type",
+        ),
+        (
+            r#"check = { type = "dns", query_name = "x", expect_rcode = "MAYBE" }"#,
+            "unknown DNS rcode",
+        ),
+        (
+            r#"check = { type = "tcp", initial = "sideways" }"#,
+            "initial must be",
+        ),
+        (
+            r#"check = { type = "tcp", interval = "1s", timeout = "2s" }"#,
+            "not longer than the interval",
+        ),
+        (
+            r#"check = { type = "tcp", interval = "1s", timeout = "500ms", retry = 2, retry_delay = "1s" }"#,
+            "longer than the 1000 ms interval",
+        ),
+        (
+            r#"check = { type = "external", command = "x 'open" }"#,
+            "unclosed ' quote",
+        ),
+        (
+            r#"check = { type = "external", command = [] }"#,
+            "command is empty",
+        ),
+        (
+            r#"check = { type = "https", tls_verify = false, ca_file = "/x" }"#,
+            "no effect with tls_verify = false",
+        ),
+        (
+            r#"check = { type = "ping", connect_port = 80 }"#,
+            "does not apply to a ping check",
+        ),
+    ];
+    for (check, want) in cases {
+        let text = with_check(check);
+        let l = lines(&problems(&text));
+        assert!(
+            l.iter()
+                .any(|x| x.contains(want) && x.starts_with("/etc/directord.toml:19:")),
+            "{check}: expected a problem on line 19 saying {want:?}, got {l:#?}"
+        );
+    }
+}

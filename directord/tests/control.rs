@@ -481,3 +481,102 @@ fn services_without_ipvs_still_fail_over() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Health checks as the operator sees them, whatever the kernel: `status` shows each
+/// checked real server's health, last result, reason and latency; `directorctl check`
+/// runs one check now (exit 0 passed, 1 failed); a failing real server goes down
+/// after `fall` rounds and comes back after `rise`; `ready` turns true once every
+/// check has had a round.
+#[test]
+fn checks_show_in_status_and_run_on_demand() {
+    need_root!();
+    let flag = tempfile::tempdir().expect("tempdir");
+    let up = flag.path().join("up");
+    std::fs::write(&up, "").expect("flag");
+    let extra = format!(
+        r#"
+[[service]]
+name = "app"
+address = "198.51.100.10:80"
+forward = "nat"
+check = {{ type = "external", command = ["/bin/sh", "-c", "test -e {}"], interval = "200ms", timeout = "150ms", rise = 2, fall = 2 }}
+
+[[service.real]]
+address = "10.0.1.11:8080"
+
+[[service.real]]
+address = "10.0.1.12:8080"
+"#,
+        up.display()
+    );
+    let node = Node::start_with("h", &extra);
+    let checks = |node: &Node| node.status()["checks"].clone();
+    wait(Duration::from_secs(5), "both real servers up", || {
+        let c = checks(&node);
+        c.as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|x| x["health"] == "up"))
+    });
+    let status = node.status();
+    assert_eq!(status["ready"], true, "{status}");
+    let first = &status["checks"][0];
+    assert_eq!(first["service"], "app", "{first}");
+    assert_eq!(first["real"], "10.0.1.11:8080", "{first}");
+    assert_eq!(first["last"]["result"], "up", "{first}");
+    assert!(first["last"]["latency_ms"].as_f64().is_some(), "{first}");
+    let real = &status["ipvs"]["services"][0]["reals"][0];
+    assert_eq!(real["health"], "up", "{real}");
+
+    let out = node.ctl(&["check", "app", "10.0.1.11:8080"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("app 10.0.1.11:8080: external check UP"),
+        "{text}"
+    );
+
+    // The real server fails: down after `fall` rounds, with the reason.
+    std::fs::remove_file(&up).expect("unflag");
+    let out = node.ctl(&["check", "app", "10.0.1.12:8080"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("DOWN: exit status 1"), "{text}");
+    wait(Duration::from_secs(5), "both real servers down", || {
+        let c = checks(&node);
+        c.as_array()
+            .is_some_and(|a| a.iter().all(|x| x["health"] == "down"))
+    });
+    let c = checks(&node);
+    assert!(
+        c[0]["last"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("exit status 1")),
+        "{c}"
+    );
+    let table = String::from_utf8_lossy(&node.ctl(&["status"]).stdout).into_owned();
+    assert!(
+        table.contains("checks      app 10.0.1.11:8080 DOWN"),
+        "{table}"
+    );
+    assert!(node.log().contains("real server down"), "{}", node.log());
+
+    // And back after `rise` good rounds.
+    std::fs::write(&up, "").expect("flag");
+    wait(Duration::from_secs(5), "both real servers up again", || {
+        let c = checks(&node);
+        c.as_array()
+            .is_some_and(|a| a.iter().all(|x| x["health"] == "up"))
+    });
+
+    // Unknown names are explained.
+    let out = node.ctl(&["check", "app", "10.9.9.9:1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no real server `10.9.9.9:1`"), "{err}");
+    let out = node.ctl(&["check", "nosuch", "10.0.1.11:8080"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no service named `nosuch`"), "{err}");
+}

@@ -47,6 +47,20 @@ pub enum Command {
     /// Clean stop: step down (VRRP: priority-0 advert), emit a last transition to
     /// `Standby`, then end the protocol thread.
     Shutdown,
+    /// Whether this node's health checks are settled (each has finished a first
+    /// round). `false` holds the node back: it does not take the VIPs from a live
+    /// peer (VRRP: no preemption, no address-owner start; heartbeat: no
+    /// auto-failback, and a ready peer is preferred when neither holds them). It
+    /// still takes over when the peer dies or leaves, and it never hands over
+    /// because of it: a node holding the VIPs keeps them. An operator `Takeover`
+    /// overrides the hold. `true` does at once what the hold held back (VRRP:
+    /// preempt a lower-priority master, after `preempt_delay` counted from now;
+    /// heartbeat: auto-failback).
+    ///
+    /// The protocol does not clear readiness by itself: the supervisor sends
+    /// `Ready(false)` whenever the checks start over (after a link loss, before
+    /// `LinkUp`), and the initial value is the config's `ready`.
+    Ready(bool),
 }
 
 /// Operator override in force.
@@ -118,6 +132,9 @@ pub struct Status {
     /// Priority currently advertised (differs under an override).
     pub effective_priority: u8,
     pub r#override: Override,
+    /// The health checks are settled ([`Command::Ready`]). False: holding, this
+    /// node does not take the VIPs from a live peer.
+    pub ready: bool,
     pub peer: Option<PeerSeen>,
     pub counters: Counters,
     pub last_transition: Option<Transition>,

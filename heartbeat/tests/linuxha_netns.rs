@@ -251,6 +251,66 @@ async fn takeover_and_standby_hand_offs_are_immediate() {
     shutdown(&mut b);
 }
 
+/// lvs2, the preferred node with auto-failback, started with its health checks not
+/// settled, does not take the VIPs back from the running lvs1; once ready, it
+/// does at once.
+#[tokio::test]
+async fn not_ready_preferred_node_fails_back_only_when_ready() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let mut ca = lab.config(0, Second::Multicast);
+    let mut cb = lab.config(1, Second::Multicast);
+    for c in [&mut ca, &mut cb] {
+        c.preferred = Some(NAMES[1].into());
+        c.auto_failback = true;
+    }
+    cb.ready = false;
+    // lvs1 alone: active after initdead.
+    let mut a = spawn(ca).expect("spawn a");
+    wait_role(&a, Role::Active, Duration::from_secs(5)).await;
+    let mut b = spawn(cb).expect("spawn b");
+    let sb = wait_status(&b, "lvs2 hears lvs1", Duration::from_secs(3), |s| {
+        s.role == Role::Standby && s.links.iter().all(|l| l.up)
+    })
+    .await;
+    assert!(!sb.ready);
+    assert_stable(
+        &a,
+        &b,
+        (Role::Active, Role::Standby),
+        Duration::from_millis(1500),
+    )
+    .await;
+    drain(&mut a).await;
+    drain(&mut b).await;
+
+    let t = Instant::now();
+    b.commands.send(Command::Ready(true)).expect("ready");
+    let sb = wait_role(&b, Role::Active, Duration::from_millis(300)).await;
+    wait_role(&a, Role::Standby, Duration::from_millis(300)).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(sb.ready);
+    assert_eq!(
+        sb.last_transition.expect("transition").reason,
+        "peer lvs1 is alive; lvs2 is the preferred node (auto_failback)"
+    );
+    assert_stable(
+        &a,
+        &b,
+        (Role::Standby, Role::Active),
+        Duration::from_millis(1000),
+    )
+    .await;
+    shutdown(&mut a);
+    shutdown(&mut b);
+}
+
 /// Wrong-key, replayed, old-generation and garbage datagrams, on both links, are
 /// dropped and counted by reason while the pair stays as it is.
 #[tokio::test]

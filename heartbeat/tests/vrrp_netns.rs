@@ -212,3 +212,48 @@ async fn link_down_is_fault_and_recovers() {
     wait_role(&a, Role::Active, Duration::from_secs(5)).await;
     shutdown(&mut a);
 }
+
+/// A higher-priority node whose health checks are not settled does not preempt the
+/// running master; once ready, it does.
+#[tokio::test]
+async fn not_ready_holds_back_preemption_until_ready() {
+    if let Some(why) = skip_reason() {
+        println!("{why}");
+        return;
+    }
+    let lab = Lab::new();
+    let mut ca = lab.config(0, Version::V3, Family::V4, 100);
+    ca.advert_interval = Duration::from_millis(100);
+    let mut cb = lab.config(1, Version::V3, Family::V4, 200);
+    cb.advert_interval = Duration::from_millis(100);
+    cb.ready = false;
+    let mut a = spawn(ca).expect("spawn a");
+    wait_role(&a, Role::Active, Duration::from_secs(5)).await;
+    let mut b = spawn(cb).expect("spawn b");
+    let sb = wait_status(&b, "b hears a", Duration::from_secs(2), |s| {
+        s.peer.as_ref().is_some_and(|p| p.priority == 100)
+    })
+    .await;
+    assert!(!sb.ready);
+    // Many master-down intervals (341 ms for b): a stays master.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.status.borrow().role, Role::Active);
+    assert_eq!(b.status.borrow().role, Role::Standby);
+    assert_eq!(b.status.borrow().state, "backup");
+
+    let t = Instant::now();
+    b.commands.send(Command::Ready(true)).expect("ready");
+    let sb = wait_role(&b, Role::Active, Duration::from_secs(2)).await;
+    assert!(sb.ready);
+    wait_role(&a, Role::Standby, Duration::from_secs(1)).await;
+    // Preempted the usual way: within a master-down interval of b.
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "took {:?}",
+        t.elapsed()
+    );
+    let json = serde_json::to_value(&sb).expect("json");
+    assert_eq!(json["ready"], true);
+    shutdown(&mut a);
+    shutdown(&mut b);
+}

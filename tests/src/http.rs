@@ -13,8 +13,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::thread;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use socket2::{Domain, Socket, Type};
@@ -137,6 +139,15 @@ pub struct Connection {
 
 impl Connection {
     pub fn open(target: SocketAddr, source: Option<IpAddr>) -> Result<Connection> {
+        Connection::open_timeout(target, source, TIMEOUT)
+    }
+
+    /// As [`Connection::open`], waiting at most `timeout` to connect and for each answer.
+    pub fn open_timeout(
+        target: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Result<Connection> {
         let socket = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
         if let Some(ip) = source {
             socket
@@ -144,11 +155,11 @@ impl Connection {
                 .with_context(|| format!("binding {ip}"))?;
         }
         socket
-            .connect_timeout(&target.into(), TIMEOUT)
+            .connect_timeout(&target.into(), timeout)
             .with_context(|| format!("connecting to {target}"))?;
         let stream: TcpStream = socket.into();
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        stream.set_write_timeout(Some(TIMEOUT))?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
         Ok(Connection {
             reader: BufReader::new(stream),
@@ -251,4 +262,193 @@ pub fn open_in(
     lab.in_netns(node, move || Connection::open(target, source))?
         .join()
         .map_err(|_| anyhow::anyhow!("client thread panicked"))?
+}
+
+// ---------------------------------------------------------------------------
+// Steady load
+// ---------------------------------------------------------------------------
+
+/// One request of a [`Load`].
+#[derive(Debug, Clone)]
+pub struct Shot {
+    /// Microseconds since the load started.
+    pub sent_us: u64,
+    /// When the answer (or the failure) came.
+    pub done_us: u64,
+    /// The real server that answered, or why the request failed.
+    pub result: std::result::Result<String, String>,
+}
+
+struct LoadShared {
+    start: Instant,
+    stop: AtomicBool,
+    shots: Mutex<Vec<Shot>>,
+}
+
+impl LoadShared {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn shots(&self) -> std::sync::MutexGuard<'_, Vec<Shot>> {
+        self.shots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A client sending `GET /` at a steady rate, each request on a fresh connection: what
+/// a busy site's users do to a VIP. Requests go out on schedule from a pool of worker
+/// threads (request `n` from worker `n % WORKERS`), so a slow one does not hold up the
+/// next; a worker whose previous request is still running sends late, and the shot
+/// records when it really went out. `stop` returns every request's outcome.
+pub struct Load {
+    shared: Arc<LoadShared>,
+    target: SocketAddr,
+    workers: Vec<JoinHandle<Result<()>>>,
+}
+
+impl fmt::Debug for Load {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Load")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The worker threads of a [`Load`].
+const WORKERS: u32 = 32;
+
+impl Load {
+    /// Starts sending from `node`, one request to `target` every `interval`; a request
+    /// fails when connecting or its answer takes longer than `timeout`.
+    pub fn start_in(
+        lab: &Lab,
+        node: &str,
+        target: SocketAddr,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<Load> {
+        let shared = Arc::new(LoadShared {
+            start: Instant::now(),
+            stop: AtomicBool::new(false),
+            shots: Mutex::new(Vec::new()),
+        });
+        let mut workers = Vec::new();
+        for worker in 0..WORKERS {
+            let s = Arc::clone(&shared);
+            workers.push(lab.in_netns(node, move || {
+                let mut n = worker;
+                while !s.stop.load(Ordering::SeqCst) {
+                    // Scheduled from the start, so a late request does not shift
+                    // later ones.
+                    let due = s.start + interval * n;
+                    n += WORKERS;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        thread::sleep(wait);
+                    }
+                    let sent_us = s.now_us();
+                    let result = Connection::open_timeout(target, None, timeout)
+                        .and_then(|mut c| c.get(false))
+                        .map(|a| a.server)
+                        .map_err(|e| format!("{e:#}"));
+                    let done_us = s.now_us();
+                    s.shots().push(Shot {
+                        sent_us,
+                        done_us,
+                        result,
+                    });
+                }
+                Ok(())
+            })?);
+        }
+        Ok(Load {
+            shared,
+            target,
+            workers,
+        })
+    }
+
+    /// Microseconds since the load started (the clock of [`Shot`]).
+    pub fn now_us(&self) -> u64 {
+        self.shared.now_us()
+    }
+
+    /// The requests finished so far, in order of sending.
+    pub fn snapshot(&self) -> LoadReport {
+        LoadReport::new(self.shared.shots().clone())
+    }
+
+    /// Stops sending, waits for the requests in flight, and returns them all.
+    pub fn stop(self) -> Result<LoadReport> {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for worker in self.workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+        }
+        Ok(LoadReport::new(self.shared.shots().clone()))
+    }
+}
+
+/// The outcome of a [`Load`].
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// In order of sending.
+    pub shots: Vec<Shot>,
+}
+
+impl LoadReport {
+    fn new(mut shots: Vec<Shot>) -> LoadReport {
+        shots.sort_by_key(|s| s.sent_us);
+        LoadReport { shots }
+    }
+
+    /// The requests sent in [from_us, to_us).
+    pub fn sent_between(&self, from_us: u64, to_us: u64) -> Vec<&Shot> {
+        self.shots
+            .iter()
+            .filter(|s| s.sent_us >= from_us && s.sent_us < to_us)
+            .collect()
+    }
+
+    /// The failed requests sent in [from_us, to_us).
+    pub fn failed_between(&self, from_us: u64, to_us: u64) -> Vec<&Shot> {
+        self.sent_between(from_us, to_us)
+            .into_iter()
+            .filter(|s| s.result.is_err())
+            .collect()
+    }
+
+    /// The longest time a request sent in [from_us, to_us) took, failed or not.
+    pub fn slowest_between(&self, from_us: u64, to_us: u64) -> Duration {
+        self.sent_between(from_us, to_us)
+            .iter()
+            .map(|s| Duration::from_micros(s.done_us.saturating_sub(s.sent_us)))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Answers per real server among the requests sent in [from_us, to_us).
+    pub fn by_server_between(&self, from_us: u64, to_us: u64) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for s in self.sent_between(from_us, to_us) {
+            if let Ok(server) = &s.result {
+                *out.entry(server.clone()).or_default() += 1;
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Shot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let took = self.done_us.saturating_sub(self.sent_us) as f64 / 1000.0;
+        match &self.result {
+            Ok(server) => write!(f, "{:.3}s +{took:.1}ms {server}", self.sent_us as f64 / 1e6),
+            Err(e) => write!(
+                f,
+                "{:.3}s +{took:.1}ms FAILED {e}",
+                self.sent_us as f64 / 1e6
+            ),
+        }
+    }
 }

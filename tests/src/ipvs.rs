@@ -207,6 +207,12 @@ pub enum Target {
 impl ServiceConfig {
     /// The TOML text, to append to a director's config.
     pub fn toml(&self) -> String {
+        self.toml_with(&[])
+    }
+
+    /// As [`ServiceConfig::toml`], with more `key = value` lines of the `[[service]]`
+    /// table (`on_failure = "remove"`, `check = { ... }`), written before its reals.
+    pub fn toml_with(&self, options: &[&str]) -> String {
         let target = match self.target {
             Target::Tcp(a) => format!("address = \"{a}\"\nprotocol = \"tcp\""),
             Target::Fwmark(m) => format!("fwmark = {m}"),
@@ -219,6 +225,10 @@ impl ServiceConfig {
         );
         if let Some(p) = self.persistence {
             out.push_str(&format!("persistence = \"{p}s\"\n"));
+        }
+        for option in options {
+            out.push_str(option);
+            out.push('\n');
         }
         for (address, weight) in &self.reals {
             out.push_str(&format!(

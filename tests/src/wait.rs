@@ -19,6 +19,17 @@ pub fn until(timeout: Duration, what: &str, mut check: impl FnMut() -> Result<bo
 pub fn value<T>(
     timeout: Duration,
     what: &str,
+    check: impl FnMut() -> Result<Option<T>>,
+) -> Result<(T, Duration)> {
+    value_every(POLL, timeout, what, check)
+}
+
+/// As [`value`], polling every `every` instead of [`POLL`]: for checks that fork
+/// commands, where a slow machine (the emulated IPVS VM) would spend itself polling.
+pub fn value_every<T>(
+    every: Duration,
+    timeout: Duration,
+    what: &str,
     mut check: impl FnMut() -> Result<Option<T>>,
 ) -> Result<(T, Duration)> {
     let start = Instant::now();
@@ -38,7 +49,7 @@ pub fn value<T>(
                 None => bail!("timed out after {timeout:?} waiting for {what}"),
             }
         }
-        thread::sleep(POLL);
+        thread::sleep(every);
     }
 }
 

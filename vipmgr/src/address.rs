@@ -74,11 +74,10 @@ impl Vip {
         if self.address.is_unspecified() || self.address.is_multicast() {
             return invalid("address is not a unicast address");
         }
-        if let IpAddr::V4(v4) = self.address {
-            if v4.is_broadcast() {
+        if let IpAddr::V4(v4) = self.address
+            && v4.is_broadcast() {
                 return invalid("address is not a unicast address");
             }
-        }
         if !valid_ifname(&self.interface) {
             return invalid("interface name is not a valid Linux interface name");
         }
@@ -372,8 +371,8 @@ fn ifaddrmsg(vip: &Vip, link: &LinkInfo, adding: bool) -> io::Result<Ifaddrmsg> 
                 .map_err(io::Error::other)?,
         );
     }
-    if adding {
-        if let (IpAddr::V4(_), Some(label)) = (vip.address, &vip.label) {
+    if adding
+        && let (IpAddr::V4(_), Some(label)) = (vip.address, &vip.label) {
             attrs.push(
                 RtattrBuilder::default()
                     .rta_type(Ifa::Label)
@@ -382,7 +381,6 @@ fn ifaddrmsg(vip: &Vip, link: &LinkInfo, adding: bool) -> io::Result<Ifaddrmsg> 
                     .map_err(io::Error::other)?,
             );
         }
-    }
     let flags = if adding && vip.address.is_ipv6() {
         IfaF::NODAD
     } else {

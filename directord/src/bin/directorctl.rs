@@ -70,6 +70,14 @@ enum Cmd {
         /// The real server's address as in the config.
         real: String,
     },
+    /// Run a real server's health check once now and print the result: exit 0 when
+    /// it passed, 1 when the real server failed it. Does not count for rise/fall.
+    Check {
+        /// The `[[service]]` name.
+        service: String,
+        /// The real server's address as in the config.
+        real: String,
+    },
     /// Validate a config file without a running daemon (exit 0 or 78).
     CheckConfig {
         #[arg(default_value = config::DEFAULT_CONFIG)]
@@ -148,8 +156,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                     status: Some(now),
                     ..
                 }) = client::call(&args.socket, &Request::Status)
-                {
-                    if now["started"] != before["started"] {
+                    && now["started"] != before["started"] {
                         println!(
                             "{} restarted in place after {} ms: {} ({}), VIPs held: {}",
                             now["node"].as_str().unwrap_or("?"),
@@ -160,7 +167,6 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                         );
                         return Ok(ExitCode::SUCCESS);
                     }
-                }
                 if start.elapsed() > Duration::from_secs(10) {
                     eprintln!("directord did not come back within 10 s");
                     return Ok(ExitCode::FAILURE);
@@ -193,6 +199,19 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 active,
                 timeout.map(Duration::from_secs),
             )
+        }
+        Cmd::Check { service, real } => {
+            let r = checked(client::call(
+                &args.socket,
+                &Request::Check { service, real },
+            )?)?;
+            println!("{}", r.message.unwrap_or_default());
+            let passed = r.status.as_ref().is_some_and(|d| d["result"] == "up");
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Enable { service, real } => {
             let r = checked(client::call(
@@ -382,6 +401,12 @@ fn table(s: &Value) -> String {
             }
         ),
     );
+    if s["ready"] == false {
+        row(
+            "holding",
+            "health checks not settled: this node does not take over from a live peer yet".into(),
+        );
+    }
     let peer = &s["peer"];
     row(
         "peer",
@@ -465,6 +490,43 @@ fn table(s: &Value) -> String {
         ),
     );
     out.push_str(&ipvs_table(&s["ipvs"]));
+    out.push_str(&checks_table(&s["checks"]));
+    out
+}
+
+/// One line per checked real server: health, then the last result.
+fn checks_table(checks: &Value) -> String {
+    let mut out = String::new();
+    for (i, c) in checks.as_array().into_iter().flatten().enumerate() {
+        let last = &c["last"];
+        let result = if last.is_null() {
+            "no result yet".to_string()
+        } else {
+            format!(
+                "last {}{} in {} ms{}, {}",
+                last["result"].as_str().unwrap_or("?"),
+                last["reason"]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                last["latency_ms"],
+                match last["attempts"].as_u64() {
+                    Some(n) if n > 1 => format!(" after {n} attempts"),
+                    _ => String::new(),
+                },
+                ago(&last["at"]),
+            )
+        };
+        out.push_str(&format!(
+            "{:<12}{} {} {} for {} round(s); {}\n",
+            if i == 0 { "checks" } else { "" },
+            c["service"].as_str().unwrap_or("?"),
+            c["real"].as_str().unwrap_or("?"),
+            c["health"].as_str().unwrap_or("?").to_uppercase(),
+            c["streak"],
+            result
+        ));
+    }
     out
 }
 
@@ -546,7 +608,11 @@ fn ipvs_table(ipvs: &Value) -> String {
                 real["forward"].as_str().unwrap_or("?"),
                 weight,
                 real["configured_weight"],
-                if real["drained"] == true { " DRAINED" } else { "" },
+                match (real["drained"] == true, real["health"].as_str()) {
+                    (true, _) => " DRAINED",
+                    (false, Some("down")) => " DOWN",
+                    _ => "",
+                },
                 real["active_connections"],
                 real["inactive_connections"],
                 real["stats"]["connection_rate"],

@@ -6,6 +6,7 @@
 //! `file:line:column` before anything is reported; the runtime only ever sees the
 //! validated [`Config`].
 
+mod check;
 mod diagnostic;
 pub mod duration;
 mod raw;
@@ -242,42 +243,7 @@ pub struct RealServer {
     pub weight: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub rise: u32,
-    pub fall: u32,
-    pub connect_ip: Option<IpAddr>,
-    pub connect_port: Option<u16>,
-    pub kind: CheckKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum CheckKind {
-    Tcp {
-        send: Option<String>,
-        expect: Option<String>,
-    },
-    Http {
-        tls: bool,
-        method: String,
-        path: String,
-        host: Option<String>,
-        expect_status: Vec<(u16, u16)>,
-        expect_body: Option<String>,
-    },
-    Ping,
-    Dns {
-        query_name: String,
-        query_type: String,
-    },
-    Smtp,
-    External {
-        command: String,
-    },
-}
+pub use checkers::spec::Check;
 
 impl Config {
     /// Reads and validates a file.

@@ -174,6 +174,8 @@ pub struct RealServer {
 }
 
 /// A health check. Common timing fields plus the protocol's own, tagged by `type`.
+/// A flat struct (not a serde-tagged enum) so each option keeps its span and an option
+/// of another check type gets a pointed error rather than serde's "unknown field".
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
@@ -188,9 +190,17 @@ pub struct Check {
     #[serde(default)]
     pub fall: Option<S<i64>>,
     #[serde(default)]
+    pub retry: Option<S<i64>>,
+    #[serde(default)]
+    pub retry_delay: Option<S<String>>,
+    #[serde(default)]
+    pub initial: Option<S<String>>,
+    #[serde(default)]
     pub connect_ip: Option<S<String>>,
     #[serde(default)]
     pub connect_port: Option<S<i64>>,
+    #[serde(default)]
+    pub bind_to: Option<S<String>>,
     // http / https
     #[serde(default)]
     pub method: Option<S<String>>,
@@ -202,6 +212,21 @@ pub struct Check {
     pub expect_status: Option<S<toml::Value>>,
     #[serde(default)]
     pub expect_body: Option<S<String>>,
+    #[serde(default)]
+    pub expect_digest: Option<S<String>>,
+    #[serde(default)]
+    pub headers: Option<S<toml::Table>>,
+    #[serde(default)]
+    pub user: Option<S<String>>,
+    #[serde(default)]
+    pub password: Option<S<String>>,
+    // TLS: https, smtp with starttls
+    #[serde(default)]
+    pub tls_verify: Option<S<bool>>,
+    #[serde(default)]
+    pub ca_file: Option<S<String>>,
+    #[serde(default)]
+    pub sni: Option<S<String>>,
     // tcp send/expect
     #[serde(default)]
     pub send: Option<S<String>>,
@@ -212,7 +237,16 @@ pub struct Check {
     pub query_name: Option<S<String>>,
     #[serde(default)]
     pub query_type: Option<S<String>>,
-    // external command
     #[serde(default)]
-    pub command: Option<S<String>>,
+    pub expect_rcode: Option<S<String>>,
+    #[serde(default)]
+    pub expect_answer: Option<S<String>>,
+    // smtp
+    #[serde(default)]
+    pub helo: Option<S<String>>,
+    #[serde(default)]
+    pub starttls: Option<S<bool>>,
+    // external command: a string (split like a shell, without one) or an array
+    #[serde(default)]
+    pub command: Option<S<toml::Value>>,
 }

@@ -219,7 +219,7 @@ fn tidy(message: &str) -> String {
         .replace("struct ", "table ")
 }
 
-fn sp<T>(s: &S<T>) -> Option<Range<usize>> {
+pub(super) fn sp<T>(s: &S<T>) -> Option<Range<usize>> {
     Some(s.span())
 }
 
@@ -231,7 +231,7 @@ fn validate_node(c: &mut Collector<'_>, n: raw::Node) -> Node {
     Node { name }
 }
 
-fn duration(c: &mut Collector<'_>, s: &S<String>) -> Option<Duration> {
+pub(super) fn duration(c: &mut Collector<'_>, s: &S<String>) -> Option<Duration> {
     match duration::parse(s.get_ref()) {
         Ok(d) => Some(d),
         Err(e) => {
@@ -241,7 +241,13 @@ fn duration(c: &mut Collector<'_>, s: &S<String>) -> Option<Duration> {
     }
 }
 
-fn int_in(c: &mut Collector<'_>, s: &S<i64>, what: &str, lo: i64, hi: i64) -> Option<i64> {
+pub(super) fn int_in(
+    c: &mut Collector<'_>,
+    s: &S<i64>,
+    what: &str,
+    lo: i64,
+    hi: i64,
+) -> Option<i64> {
     let v = *s.get_ref();
     if (lo..=hi).contains(&v) {
         Some(v)
@@ -272,7 +278,7 @@ fn interface_name(c: &mut Collector<'_>, s: &S<String>) -> String {
     name
 }
 
-fn ip(c: &mut Collector<'_>, s: &S<String>, what: &str) -> Option<IpAddr> {
+pub(super) fn ip(c: &mut Collector<'_>, s: &S<String>, what: &str) -> Option<IpAddr> {
     match s.get_ref().parse::<IpAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -619,7 +625,7 @@ fn check_interval(
     let ms = d.as_millis();
     match version? {
         VrrpVersion::V3 => {
-            if !(10..=40_950).contains(&ms) || ms % 10 != 0 {
+            if !(10..=40_950).contains(&ms) || !ms.is_multiple_of(10) {
                 c.at(
                     sp(s),
                     "VRRPv3 advert_interval must be a multiple of 10ms between 10ms and 40950ms (centiseconds on the wire)",
@@ -628,7 +634,7 @@ fn check_interval(
             }
         }
         VrrpVersion::V2 => {
-            if ms % 1000 != 0 || !(1..=255).contains(&(ms / 1000)) {
+            if !ms.is_multiple_of(1000) || !(1..=255).contains(&(ms / 1000)) {
                 c.at(
                     sp(s),
                     "VRRPv2 advert_interval must be whole seconds between 1s and 255s (use version = 3 for sub-second adverts)",
@@ -651,11 +657,10 @@ fn settle_family(
     let Protocol::Vrrp(v) = &mut f.protocol else {
         return;
     };
-    if vrrp.unicast_peers.is_empty() {
-        if let Some(first) = vips.first() {
+    if vrrp.unicast_peers.is_empty()
+        && let Some(first) = vips.first() {
             v.family = family_of(&first.address);
         }
-    }
     if v.version == VrrpVersion::V2 && v.family == Family::V6 {
         c.at(
             span.clone(),
@@ -677,21 +682,19 @@ fn validate_announce(c: &mut Collector<'_>, a: Option<raw::Announce>) -> Announc
         refresh: None,
     };
     let Some(a) = a else { return out };
-    if let Some(n) = &a.count {
-        if let Some(n) = int_in(c, n, "announce count", 0, 100) {
+    if let Some(n) = &a.count
+        && let Some(n) = int_in(c, n, "announce count", 0, 100) {
             out.count = n as u32;
         }
-    }
-    if let Some(s) = &a.spacing {
-        if let Some(d) = duration(c, s) {
+    if let Some(s) = &a.spacing
+        && let Some(d) = duration(c, s) {
             if d > Duration::from_secs(60) {
                 c.at(sp(s), "announce spacing above 60s makes no sense");
             }
             out.spacing = d;
         }
-    }
-    if let Some(s) = &a.refresh {
-        if let Some(d) = duration(c, s) {
+    if let Some(s) = &a.refresh
+        && let Some(d) = duration(c, s) {
             if d < Duration::from_millis(100) && !d.is_zero() {
                 c.at(
                     sp(s),
@@ -700,7 +703,6 @@ fn validate_announce(c: &mut Collector<'_>, a: Option<raw::Announce>) -> Announc
             }
             out.refresh = (!d.is_zero()).then_some(d);
         }
-    }
     out
 }
 
@@ -926,7 +928,7 @@ fn validate_services(c: &mut Collector<'_>, services: Vec<S<raw::Service>>) -> V
             .sorry_server
             .as_ref()
             .and_then(|x| socket_addr(c, x, "sorry_server"));
-        let check = s.check.as_ref().and_then(|x| validate_check(c, x));
+        let check = s.check.as_ref().and_then(|x| super::check::validate(c, x));
         let fwmark = matches!(target, Some(ServiceTarget::Fwmark(_)));
         let mut reals: Vec<RealServer> = Vec::new();
         let mut seen = HashSet::new();
@@ -1150,185 +1152,4 @@ fn validate_ipvs(
             ttl,
         }),
     }
-}
-
-fn validate_check(c: &mut Collector<'_>, s: &S<raw::Check>) -> Option<Check> {
-    let k = s.get_ref();
-    let interval = k
-        .interval
-        .as_ref()
-        .map_or(Some(Duration::from_secs(5)), |d| duration(c, d));
-    let timeout = k
-        .timeout
-        .as_ref()
-        .map_or(Some(Duration::from_secs(3)), |d| duration(c, d));
-    if let (Some(i), Some(t)) = (interval, timeout) {
-        if i.is_zero() {
-            c.at(
-                k.interval.as_ref().and_then(sp),
-                "check interval must be above zero",
-            );
-        }
-        if t.is_zero() || t > i {
-            c.at(
-                k.timeout.as_ref().and_then(sp).or(sp(s)),
-                "check timeout must be above zero and not longer than the interval",
-            );
-        }
-    }
-    let rise = k
-        .rise
-        .as_ref()
-        .map_or(Some(1), |r| int_in(c, r, "rise", 1, 100));
-    let fall = k
-        .fall
-        .as_ref()
-        .map_or(Some(1), |r| int_in(c, r, "fall", 1, 100));
-    let connect_ip = k.connect_ip.as_ref().and_then(|x| ip(c, x, "connect_ip"));
-    let connect_port = k
-        .connect_port
-        .as_ref()
-        .and_then(|p| int_in(c, p, "connect_port", 1, 65_535))
-        .map(|p| p as u16);
-
-    let kind_name = k.kind.get_ref().as_str();
-    let mut allowed: Vec<&str> = vec![];
-    let kind = match kind_name {
-        "tcp" => {
-            allowed.extend(["send", "expect"]);
-            Some(CheckKind::Tcp {
-                send: k.send.as_ref().map(|x| x.get_ref().clone()),
-                expect: k.expect.as_ref().map(|x| x.get_ref().clone()),
-            })
-        }
-        "http" | "https" => {
-            allowed.extend(["method", "path", "host", "expect_status", "expect_body"]);
-            let method = k
-                .method
-                .as_ref()
-                .map_or("GET".to_string(), |m| m.get_ref().to_uppercase());
-            if method != "GET" && method != "HEAD" {
-                c.at(
-                    k.method.as_ref().and_then(sp),
-                    "http method must be GET or HEAD",
-                );
-            }
-            let path = k
-                .path
-                .as_ref()
-                .map_or("/".to_string(), |p| p.get_ref().clone());
-            if !path.starts_with('/') {
-                c.at(
-                    k.path.as_ref().and_then(sp),
-                    "http path must start with '/'",
-                );
-            }
-            let expect_status = match &k.expect_status {
-                None => vec![(200, 299)],
-                Some(v) => status_set(c, v),
-            };
-            Some(CheckKind::Http {
-                tls: kind_name == "https",
-                method,
-                path,
-                host: k.host.as_ref().map(|x| x.get_ref().clone()),
-                expect_status,
-                expect_body: k.expect_body.as_ref().map(|x| x.get_ref().clone()),
-            })
-        }
-        "ping" | "icmp" => Some(CheckKind::Ping),
-        "dns" => {
-            allowed.extend(["query_name", "query_type"]);
-            match &k.query_name {
-                Some(n) => Some(CheckKind::Dns {
-                    query_name: n.get_ref().clone(),
-                    query_type: k
-                        .query_type
-                        .as_ref()
-                        .map_or("A".into(), |t| t.get_ref().to_uppercase()),
-                }),
-                None => {
-                    c.at(sp(&k.kind), "a dns check needs query_name");
-                    None
-                }
-            }
-        }
-        "smtp" => Some(CheckKind::Smtp),
-        "external" => {
-            allowed.push("command");
-            match &k.command {
-                Some(cmd) => Some(CheckKind::External {
-                    command: cmd.get_ref().clone(),
-                }),
-                None => {
-                    c.at(sp(&k.kind), "an external check needs command");
-                    None
-                }
-            }
-        }
-        other => {
-            c.at(
-                sp(&k.kind),
-                format!("unknown check type \"{other}\", expected one of: tcp, http, https, ping, dns, smtp, external"),
-            );
-            None
-        }
-    };
-    // Options that belong to another check type are mistakes, not silently ignored.
-    let options: [(&str, Option<Range<usize>>); 9] = [
-        ("method", k.method.as_ref().map(|x| x.span())),
-        ("path", k.path.as_ref().map(|x| x.span())),
-        ("host", k.host.as_ref().map(|x| x.span())),
-        ("expect_status", k.expect_status.as_ref().map(|x| x.span())),
-        ("expect_body", k.expect_body.as_ref().map(|x| x.span())),
-        ("send", k.send.as_ref().map(|x| x.span())),
-        ("expect", k.expect.as_ref().map(|x| x.span())),
-        ("query_name", k.query_name.as_ref().map(|x| x.span())),
-        ("command", k.command.as_ref().map(|x| x.span())),
-    ];
-    if kind.is_some() {
-        for (name, span) in options {
-            if span.is_some() && !allowed.contains(&name) {
-                c.at(
-                    span,
-                    format!("`{name}` does not apply to a {kind_name} check"),
-                );
-            }
-        }
-    }
-    Some(Check {
-        interval: interval?,
-        timeout: timeout?,
-        rise: rise? as u32,
-        fall: fall? as u32,
-        connect_ip,
-        connect_port,
-        kind: kind?,
-    })
-}
-
-/// `expect_status`: 200, [200, 301], "200-299", or a list mixing both.
-fn status_set(c: &mut Collector<'_>, v: &S<toml::Value>) -> Vec<(u16, u16)> {
-    let items: Vec<toml::Value> = match v.get_ref() {
-        toml::Value::Array(a) => a.clone(),
-        other => vec![other.clone()],
-    };
-    let mut out = Vec::new();
-    for item in items {
-        let range = match &item {
-            toml::Value::Integer(n) => u16::try_from(*n).ok().map(|n| (n, n)),
-            toml::Value::String(s) => s.split_once('-').and_then(|(a, b)| {
-                Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
-            }),
-            _ => None,
-        };
-        match range {
-            Some((a, b)) if (100..=599).contains(&a) && (a..=599).contains(&b) => out.push((a, b)),
-            _ => c.at(
-                sp(v),
-                format!("expect_status must be status codes 100-599 or ranges like \"200-299\", got {item}"),
-            ),
-        }
-    }
-    out
 }

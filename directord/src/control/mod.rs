@@ -30,6 +30,9 @@ pub enum Request {
     /// Restart in place (re-exec the binary, e.g. after an upgrade) keeping the
     /// role, the VIPs and the IPVS table: the peer sees no gap in the adverts.
     Restart,
+    /// Run one real server's health check now and answer its result (it does not
+    /// count for rise/fall).
+    Check { service: String, real: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,7 +87,7 @@ impl Response {
 
 /// Parses one request line, with an operator-readable error.
 pub fn parse_request(line: &str) -> Result<Request, String> {
-    const COMMANDS: &str = "status, takeover, standby, reload, drain, enable, restart";
+    const COMMANDS: &str = "status, takeover, standby, reload, drain, enable, check, restart";
     let line = line.trim();
     if line.is_empty() {
         return Err("empty request".into());
@@ -99,7 +102,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
     };
     let fields: &[&str] = match command {
         "status" | "takeover" | "standby" | "reload" | "restart" => &[],
-        "drain" | "enable" => &["service", "real"],
+        "drain" | "enable" | "check" => &["service", "real"],
         _ => {
             return Err(format!(
                 "unknown command \"{command}\" (commands: {COMMANDS})"

@@ -30,13 +30,12 @@ impl ControlSocket {
     /// Binds the socket: mode 0660, owned by root and `group` (if that group exists).
     /// Refuses to start if another directord answers on the same path.
     pub fn bind(path: &Path, group: &str) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent() {
-            if !dir.exists() {
+        if let Some(dir) = path.parent()
+            && !dir.exists() {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
             }
-        }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 bail!(

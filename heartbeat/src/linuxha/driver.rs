@@ -426,6 +426,7 @@ impl Driver {
             priority: 0,
             effective_priority: 0,
             r#override: m.override_mode(),
+            ready: m.is_ready(),
             peer: m.peer().map(|p| PeerSeen {
                 address: p.address,
                 priority: 0,

@@ -24,16 +24,30 @@
 //! on once.
 //!
 //! # Who holds the VIPs
-//! Each keepalive carries the sender's role and operator override (`dd_role`,
-//! `dd_ovr`, `dd_ka`, `dd_yields`: directord fields that heartbeat ignores). When both nodes run, the one
-//! that ranks higher is active; ranks compare, in order:
+//! Each keepalive carries the sender's role, operator override and readiness
+//! (`dd_role`, `dd_ovr`, `dd_ka`, `dd_yields`, `dd_ready`: directord fields that
+//! heartbeat ignores). When both nodes run, the one that ranks higher is active;
+//! ranks compare, in order:
 //! 1. able to serve (not in fault);
 //! 2. under an operator `takeover`;
 //! 3. not under an operator `standby`;
-//! 4. the preferred node, when `auto_failback` is on;
+//! 4. the preferred node, when `auto_failback` is on and its health checks are
+//!    settled (ready);
 //! 5. already active (the holder keeps the VIPs);
-//! 6. the preferred node;
-//! 7. the lexically lower node name.
+//! 6. ready (health checks settled);
+//! 7. the preferred node;
+//! 8. the lexically lower node name.
+//!
+//! Readiness ([`Command::Ready`], initially [`HbConfig::ready`]) gates taking the
+//! VIPs from a live peer, never holding them: a node that is not ready does not
+//! fail back (rule 4), does not take the VIPs from an active peer (rule 5 decides
+//! first), and leaves them to a ready peer when neither holds them (rule 6). It
+//! still takes over when the peer dies, leaves or is in fault, and under an
+//! operator takeover. An active node that becomes not ready keeps the VIPs (rule
+//! 5); only when both are active (a healed partition) does the one not ready yield.
+//! `Ready(true)` settles the role again at once: auto-failback happens then. A
+//! peer that does not send `dd_ready` (Linux-HA heartbeat, an older directord)
+//! counts as ready. Every change of readiness is sent to the peer at once.
 //!
 //! A standby node that ranks higher becomes active at once; an active node yields
 //! only once the peer says it is active and ranks higher. So after a partition heals
@@ -80,6 +94,8 @@ pub mod field {
     /// How often the sender gave up the active role in this generation (hex): when
     /// it rises, the active peer announces the VIPs again.
     pub const YIELDS: &str = "dd_yields";
+    /// "1" when the sender's health checks are settled, "0" while it holds back.
+    pub const READY: &str = "dd_ready";
 }
 
 /// Sequence numbers this far below the highest seen are replays.
@@ -233,6 +249,8 @@ pub struct Peer {
     pub generation: u64,
     /// Its `st` field.
     pub status: String,
+    /// Its health checks are settled (`dd_ready`; true when it does not say).
+    pub ready: bool,
 }
 
 /// One medium as this node sees it.
@@ -274,6 +292,8 @@ pub struct Machine {
 
     state: State,
     overrides: Override,
+    /// The health checks are settled; false: hold (see the module docs).
+    ready: bool,
     link_up: bool,
     started: bool,
     init_deadline: Option<Instant>,
@@ -326,6 +346,7 @@ impl Machine {
             ack_trigger: boot.generation % ACK_EVERY,
             state: State::Init,
             overrides: Override::None,
+            ready: config.ready,
             link_up: true,
             started: false,
             init_deadline: None,
@@ -360,6 +381,11 @@ impl Machine {
 
     pub fn override_mode(&self) -> Override {
         self.overrides
+    }
+
+    /// Whether the health checks are settled ([`Command::Ready`]); false: holding.
+    pub fn is_ready(&self) -> bool {
+        self.ready
     }
 
     pub fn peer(&self) -> Option<&Peer> {
@@ -495,6 +521,7 @@ impl Machine {
                 format!("{:x}", self.keepalive.as_millis()),
             ),
             (field::YIELDS, format!("{:x}", self.yields)),
+            (field::READY, if self.ready { "1" } else { "0" }.to_owned()),
         ];
         self.send(now, &fields, actions);
         self.next_keepalive = Some(now + self.keepalive);
@@ -817,6 +844,7 @@ impl Machine {
                     alive: true,
                     generation,
                     status: String::new(),
+                    ready: true,
                 });
                 revived = true;
                 actions.push(Action::PeerAlive { address });
@@ -831,6 +859,7 @@ impl Machine {
         let overrides = parse_override(message.get_str(field::OVERRIDE));
         let status = message.get_str(name::STATUS).unwrap_or("").to_owned();
         let yields = message.get_hex(field::YIELDS).ok().flatten();
+        let ready = message.get_str(field::READY) != Some("0");
         if let Some(peer) = &mut self.peer {
             // The later operator command wins: the peer took the override we hold.
             if overrides != Override::None
@@ -842,6 +871,7 @@ impl Machine {
             peer.role = role;
             peer.overrides = overrides;
             peer.status = status;
+            peer.ready = ready;
         }
         let was_active = self.state == State::Active;
         self.resolve(now, actions);
@@ -912,7 +942,7 @@ impl Machine {
     fn rank(&self, peer: &Peer) -> Ranking {
         let us_preferred = self.preferred.as_deref() == Some(self.node.as_str());
         let peer_preferred = self.preferred.as_deref() == Some(self.peer_name.as_str());
-        let criteria: [(bool, bool, &str); 7] = [
+        let criteria: [(bool, bool, &str); 8] = [
             (
                 self.state != State::Fault,
                 peer.role != PeerRole::Fault,
@@ -929,8 +959,8 @@ impl Machine {
                 "stands by by operator command",
             ),
             (
-                self.auto_failback && us_preferred,
-                self.auto_failback && peer_preferred,
+                self.auto_failback && us_preferred && self.ready,
+                self.auto_failback && peer_preferred && peer.ready,
                 "is the preferred node (auto_failback)",
             ),
             (
@@ -938,6 +968,7 @@ impl Machine {
                 peer.role == PeerRole::Active,
                 "already holds the VIPs",
             ),
+            (self.ready, peer.ready, "waits for its health checks"),
             (us_preferred, peer_preferred, "is the preferred node"),
             (
                 self.node < self.peer_name,
@@ -947,13 +978,13 @@ impl Machine {
         ];
         for (i, (ours, theirs, what)) in criteria.into_iter().enumerate() {
             if ours != theirs {
-                // Criteria 0 and 2 are worded for the side that loses on them.
+                // Criteria 0, 2 and 5 are worded for the side that loses on them.
                 let (winner, loser) = if ours {
                     (&self.node, &self.peer_name)
                 } else {
                     (&self.peer_name, &self.node)
                 };
-                let why = if matches!(i, 0 | 2) {
+                let why = if matches!(i, 0 | 2 | 5) {
                     format!("{loser} {what}")
                 } else {
                     format!("{winner} {what}")
@@ -1093,6 +1124,27 @@ impl Machine {
                     }
                     State::Standby => self.send_status(now, actions),
                     _ => {}
+                }
+            }
+            Command::Ready(ready) => {
+                if ready == self.ready {
+                    return;
+                }
+                self.ready = ready;
+                if !self.started {
+                    return;
+                }
+                // Do now what the hold held back (auto-failback), and tell the
+                // peer, which may rank differently now.
+                let sends_before = actions.len();
+                if ready {
+                    self.resolve(now, actions);
+                }
+                let sent = actions[sends_before..]
+                    .iter()
+                    .any(|a| matches!(a, Action::Send { .. }));
+                if !sent {
+                    self.send_status(now, actions);
                 }
             }
             Command::LinkDown => {

@@ -118,6 +118,12 @@ pub struct HbConfig {
     /// Network namespace (e.g. `/run/netns/lab1`) the protocol thread enters before
     /// opening sockets. None: the namespace of the calling thread.
     pub netns: Option<PathBuf>,
+    /// Start with the health checks settled (see [`crate::role::Command::Ready`]).
+    /// False: start holding, until `Ready(true)`: no auto-failback and no taking
+    /// the VIPs from a live peer, which is also preferred while neither holds
+    /// them; the node still takes over when the peer dies (deadtime, initdead) or
+    /// leaves. True (the default): no hold.
+    pub ready: bool,
 }
 
 impl HbConfig {
@@ -143,6 +149,7 @@ impl HbConfig {
             allow_insecure_crc: false,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             netns: None,
+            ready: true,
         }
     }
 
@@ -283,6 +290,7 @@ fn initial_status(config: &HbConfig) -> Status {
         priority: 0,
         effective_priority: 0,
         r#override: Override::None,
+        ready: config.ready,
         peer: None,
         counters: Counters::default(),
         last_transition: None,

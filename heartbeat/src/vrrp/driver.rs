@@ -245,6 +245,7 @@ impl Driver {
             priority: m.priority(),
             effective_priority: m.effective_priority(),
             r#override: m.override_mode(),
+            ready: m.is_ready(),
             peer: m.peer().map(|p| PeerSeen {
                 address: p.address,
                 priority: p.priority,

@@ -23,6 +23,21 @@
 //! - Standby sends a priority-0 advert if master, then advertises 1 and never
 //!   preempts, but still takes over when the master-down timer fires, so a site
 //!   never goes dark.
+//!
+//! Readiness ([`Command::Ready`], initially [`VrrpConfig::ready`]): a node whose
+//! health checks are not settled *holds*. A holding backup behaves as if `preempt`
+//! were off (it accepts a lower-priority master), and an address owner starts as
+//! backup instead of master at once; the master-down timer (or a priority-0
+//! advert) still makes it master when no master is heard. Holding never causes a
+//! hand-over: a master stays master, and still yields to a higher priority as
+//! always. `Ready(false)` on a backup that was already ignoring a lower-priority
+//! master (preempting) takes that master's last advert as accepted, so the
+//! takeover is called off. `Ready(true)` ends the hold: with `preempt` on, a
+//! current lower-priority master is preempted the usual way (its adverts are
+//! ignored until the master-down timer fires), and `preempt_delay` counts from the
+//! `Ready(true)` — the moment the node became eligible — not from the first
+//! lower-priority advert heard while holding. An operator `Takeover` overrides the
+//! hold (the operator knows); `resume_master` is not affected by it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -134,6 +149,8 @@ pub struct Machine {
     claim_until: Option<Instant>,
     /// Start as master (an in-place restart of a master); used once.
     resume_master: bool,
+    /// The health checks are settled; false: hold (see the module docs).
+    ready: bool,
     /// When the current takeover claim began.
     claim_started: Option<Instant>,
     /// Since when the peer has advertised without a gap longer than the master-down
@@ -172,6 +189,7 @@ impl Machine {
             takeover_raised: false,
             claim_until: None,
             resume_master: config.resume_master,
+            ready: config.ready,
             claim_started: None,
             peer_stream_since: None,
             local: None,
@@ -215,6 +233,11 @@ impl Machine {
     /// Operator override in force.
     pub fn override_mode(&self) -> Override {
         self.overrides
+    }
+
+    /// Whether the health checks are settled ([`Command::Ready`]); false: holding.
+    pub fn is_ready(&self) -> bool {
+        self.ready
     }
 
     pub fn peer(&self) -> Option<&Peer> {
@@ -348,9 +371,10 @@ impl Machine {
         actions.push(Action::SendAdvert { priority });
     }
 
-    /// Leaves Initialize or Fault (RFC 5798 §6.4.1).
+    /// Leaves Initialize or Fault (RFC 5798 §6.4.1). A holding owner starts as a
+    /// backup.
     fn start(&mut self, now: Instant, reason: &str, actions: &mut Vec<Action>) {
-        if self.effective_priority() == PRIORITY_OWNER {
+        if self.effective_priority() == PRIORITY_OWNER && self.ready {
             self.become_master(
                 now,
                 format!("{reason}: address owner (priority 255)"),
@@ -502,9 +526,10 @@ impl Machine {
         }
     }
 
+    /// Whether a lower-priority master is to be preempted (after the delay).
     fn preempts(&self) -> bool {
         match self.overrides {
-            Override::None => self.preempt,
+            Override::None => self.preempt && self.ready,
             Override::Takeover => true,
             Override::Standby => false,
         }
@@ -530,7 +555,9 @@ impl Machine {
             }
             self.master_down_at = Some(now + self.master_down_interval());
             if !delay.is_zero() {
-                if repr.priority >= ours {
+                if repr.priority >= ours || !self.preempts() {
+                    // The delay starts once the node may preempt (not while it
+                    // holds or stands by).
                     self.preempt_at = None;
                 } else if self.preempt_at.is_none() {
                     self.preempt_at = Some(now + delay);
@@ -629,6 +656,7 @@ impl Machine {
                     State::Initialize | State::Fault => {}
                 }
             }
+            Command::Ready(ready) => self.on_ready(now, ready),
             Command::LinkDown => {
                 self.link_up = false;
                 if self.state != State::Fault {
@@ -650,6 +678,42 @@ impl Machine {
                 self.preempt_at = None;
                 self.transition(State::Initialize, "shutdown", actions);
                 self.stopped = true;
+            }
+        }
+    }
+
+    /// [`Command::Ready`]: only the timers of a backup change; nothing is sent and
+    /// the state stays.
+    fn on_ready(&mut self, now: Instant, ready: bool) {
+        if ready == self.ready {
+            return;
+        }
+        self.ready = ready;
+        if self.state != State::Backup {
+            return;
+        }
+        // A lower-priority master heard within the master-down interval.
+        let ours = self.effective_priority();
+        let current_lower = self.peer.clone().filter(|p| {
+            p.priority != PRIORITY_STOP
+                && p.priority < ours
+                && now.saturating_duration_since(p.last_seen) <= self.master_down_interval()
+        });
+        if ready {
+            // Eligible from now: the preempt delay starts here.
+            let delay = !self.preempt_delay.is_zero();
+            self.preempt_at = (current_lower.is_some() && self.preempts() && delay)
+                .then(|| now + self.preempt_delay);
+        } else {
+            self.preempt_at = None;
+            if let Some(peer) = current_lower {
+                // Its adverts were being ignored to preempt it: take the last one
+                // as accepted, so the master-down timer waits for it again.
+                if self.version == Version::V3 {
+                    self.master_adver_interval = peer.advert_interval;
+                }
+                let down = peer.last_seen + self.master_down_interval();
+                self.master_down_at = Some(self.master_down_at.map_or(down, |at| at.max(down)));
             }
         }
     }
@@ -686,6 +750,7 @@ mod tests {
             family: Family::V4,
             netns: None,
             resume_master: false,
+            ready: true,
         }
     }
 
@@ -959,6 +1024,179 @@ mod tests {
             Some(t0 + ms(13_000) + m.master_down_interval())
         );
         assert_eq!(m.state(), State::Backup);
+    }
+
+    /// A node whose health checks are not settled yet.
+    fn holding(priority: u8) -> VrrpConfig {
+        let mut cfg = v3(priority);
+        cfg.ready = false;
+        cfg
+    }
+
+    #[test]
+    fn holding_backup_does_not_preempt() {
+        let (mut m, t0) = started(&holding(200));
+        assert!(!m.is_ready());
+        for i in 1..=20u64 {
+            let now = t0 + ms(1000 * i);
+            assert!(m.handle(now, from(PEER, advert(100, 100))).is_empty());
+            assert_eq!(m.next_deadline(), Some(now + m.master_down_interval()));
+            assert!(m.poll_timeout(now + ms(999)).is_empty());
+        }
+        assert_eq!(m.state(), State::Backup);
+    }
+
+    #[test]
+    fn holding_owner_starts_as_backup() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(&holding(255));
+        let a = m.handle(t0, Event::SocketUp { local: LOCAL });
+        assert_eq!(states(&a), [State::Backup]);
+        assert!(sent(&a).is_empty());
+        // A lower-priority master is accepted while holding.
+        m.handle(t0 + ms(1000), from(PEER, advert(100, 100)));
+        assert_eq!(
+            m.next_deadline(),
+            Some(t0 + ms(1000) + m.master_down_interval())
+        );
+        // The master falls silent: the master-down timer still makes it master.
+        let a = m.poll_timeout(t0 + ms(1000) + m.master_down_interval());
+        assert_eq!(states(&a), [State::Master]);
+        assert_eq!(sent(&a), [255]);
+    }
+
+    #[test]
+    fn holding_backup_takes_over_from_a_dead_master() {
+        // Silent master: the master-down timer fires as always.
+        let (mut m, t0) = started(&holding(200));
+        m.handle(t0 + ms(1000), from(PEER, advert(100, 100)));
+        let a = m.poll_timeout(t0 + ms(1000) + m.master_down_interval());
+        assert_eq!(states(&a), [State::Master]);
+        assert!(!m.is_ready());
+        // A master that stops cleanly: taken over after the skew time.
+        let (mut m, t0) = started(&holding(200));
+        m.handle(t0 + ms(1000), from(PEER, advert(100, 100)));
+        m.handle(t0 + ms(2000), from(PEER, advert(0, 100)));
+        let a = m.poll_timeout(t0 + ms(2000) + m.skew_time());
+        assert_eq!(states(&a), [State::Master]);
+    }
+
+    #[test]
+    fn ready_then_preempts_lower_priority_master() {
+        let (mut m, t0) = started(&holding(200));
+        for i in 1..=5u64 {
+            m.handle(t0 + ms(1000 * i), from(PEER, advert(100, 100)));
+        }
+        let accepted = t0 + ms(5000);
+        assert!(
+            m.handle(t0 + ms(5500), Event::Command(Command::Ready(true)))
+                .is_empty()
+        );
+        assert!(m.is_ready());
+        // From now on its adverts are ignored, so the master-down timer fires.
+        m.handle(t0 + ms(6000), from(PEER, advert(100, 100)));
+        m.handle(t0 + ms(7000), from(PEER, advert(100, 100)));
+        let deadline = accepted + m.master_down_interval();
+        assert_eq!(m.next_deadline(), Some(deadline));
+        let a = m.poll_timeout(deadline);
+        assert_eq!(states(&a), [State::Master]);
+        assert_eq!(sent(&a), [200]);
+    }
+
+    #[test]
+    fn ready_without_preempt_keeps_the_master() {
+        let mut cfg = holding(200);
+        cfg.preempt = false;
+        let (mut m, t0) = started(&cfg);
+        m.handle(t0 + ms(1000), from(PEER, advert(100, 100)));
+        m.handle(t0 + ms(1500), Event::Command(Command::Ready(true)));
+        for i in 2..=20u64 {
+            m.handle(t0 + ms(1000 * i), from(PEER, advert(100, 100)));
+            m.poll_timeout(t0 + ms(1000 * i + 500));
+        }
+        assert_eq!(m.state(), State::Backup);
+    }
+
+    #[test]
+    fn preempt_delay_counts_from_ready() {
+        let mut cfg = holding(200);
+        cfg.preempt_delay = Duration::from_secs(10);
+        let (mut m, t0) = started(&cfg);
+        // Holding for 20 s: the delay does not run meanwhile.
+        for i in 1..=20u64 {
+            m.handle(t0 + ms(1000 * i), from(PEER, advert(100, 100)));
+        }
+        let ready = t0 + ms(20_500);
+        m.handle(ready, Event::Command(Command::Ready(true)));
+        // Adverts are accepted for 10 s after Ready(true)...
+        for i in 21..=30u64 {
+            let now = t0 + ms(1000 * i);
+            m.handle(now, from(PEER, advert(100, 100)));
+            assert_eq!(
+                m.next_deadline(),
+                Some(now + m.master_down_interval()),
+                "{i}"
+            );
+        }
+        // ...then ignored.
+        m.handle(t0 + ms(31_000), from(PEER, advert(100, 100)));
+        let deadline = t0 + ms(30_000) + m.master_down_interval();
+        assert_eq!(m.next_deadline(), Some(deadline));
+        assert_eq!(states(&m.poll_timeout(deadline)), [State::Master]);
+    }
+
+    #[test]
+    fn not_ready_calls_off_a_preemption_under_way() {
+        let (mut m, t0) = started(&v3(200));
+        m.handle(t0 + ms(1000), from(PEER, advert(100, 100)));
+        m.handle(t0 + ms(2000), from(PEER, advert(100, 100)));
+        // The adverts are being ignored: the timer runs from the start.
+        assert_eq!(m.next_deadline(), Some(t0 + m.master_down_interval()));
+        m.handle(t0 + ms(2500), Event::Command(Command::Ready(false)));
+        // The last advert counts as accepted; the master is kept from then on.
+        assert_eq!(
+            m.next_deadline(),
+            Some(t0 + ms(2000) + m.master_down_interval())
+        );
+        for i in 3..=20u64 {
+            m.handle(t0 + ms(1000 * i), from(PEER, advert(100, 100)));
+            m.poll_timeout(t0 + ms(1000 * i + 500));
+        }
+        assert_eq!(m.state(), State::Backup);
+    }
+
+    #[test]
+    fn master_unaffected_by_not_ready() {
+        let (mut m, t0) = started(&v3(200));
+        let down = t0 + m.master_down_interval();
+        m.poll_timeout(down);
+        assert_eq!(m.state(), State::Master);
+        let a = m.handle(down + ms(100), Event::Command(Command::Ready(false)));
+        assert!(a.is_empty(), "{a:?}");
+        assert_eq!(m.state(), State::Master);
+        // It keeps advertising its priority and answers a lower-priority router.
+        assert_eq!(sent(&m.poll_timeout(down + ms(1000))), [200]);
+        let a = m.handle(down + ms(1100), from(PEER, advert(100, 100)));
+        assert_eq!(sent(&a), [200]);
+        assert_eq!(m.state(), State::Master);
+        // It yields to a higher priority as always.
+        let a = m.handle(down + ms(1200), from(PEER, advert(250, 100)));
+        assert_eq!(states(&a), [State::Backup]);
+    }
+
+    #[test]
+    fn takeover_overrides_the_hold() {
+        let (mut m, t0) = started(&holding(200));
+        m.handle(t0 + ms(1000), from(PEER, advert(100, 100)));
+        let a = m.handle(t0 + ms(1500), Event::Command(Command::Takeover));
+        assert_eq!(states(&a), [State::Master]);
+        assert_eq!(sent(&a), [255]);
+        assert!(!m.is_ready());
+        // And a holding node restarting under a takeover goes master at once.
+        let a = m.handle(t0 + ms(1600), Event::Command(Command::LinkDown));
+        assert_eq!(states(&a), [State::Fault]);
+        let a = m.handle(t0 + ms(1700), Event::Command(Command::LinkUp));
+        assert_eq!(states(&a), [State::Master]);
     }
 
     #[test]

@@ -79,6 +79,11 @@ pub struct VrrpConfig {
     /// Start as master at once: this process replaces one that was master a moment
     /// ago (an in-place restart), so the peer must not see a gap in the adverts.
     pub resume_master: bool,
+    /// Start with the health checks settled (see [`crate::role::Command::Ready`]).
+    /// False: start holding, as if `preempt` were off and without the address
+    /// owner's immediate start, until `Ready(true)`; the master-down timer still
+    /// makes the node master when no master is heard. True: no hold.
+    pub ready: bool,
 }
 
 impl VrrpConfig {
@@ -97,8 +102,8 @@ impl VrrpConfig {
         match self.version {
             Version::V3 => {
                 let ms = self.advert_interval.as_millis();
-                let whole_ms = self.advert_interval.subsec_nanos() % 1_000_000 == 0;
-                if !(10..=40_950).contains(&ms) || ms % 10 != 0 || !whole_ms {
+                let whole_ms = self.advert_interval.subsec_nanos().is_multiple_of(1_000_000);
+                if !(10..=40_950).contains(&ms) || !ms.is_multiple_of(10) || !whole_ms {
                     return invalid(format!(
                         "VRRPv3 advert_interval must be a multiple of 10ms from 10ms to 40.95s, \
                          not {:?}",
@@ -150,6 +155,7 @@ fn initial_status(config: &VrrpConfig) -> Status {
         priority: config.priority,
         effective_priority: config.priority,
         r#override: Override::None,
+        ready: config.ready,
         peer: None,
         counters: Counters::default(),
         last_transition: None,
@@ -203,6 +209,7 @@ mod tests {
             family: Family::V4,
             netns: None,
             resume_master: false,
+            ready: true,
         }
     }
 

@@ -613,6 +613,7 @@ mod tests {
             family: Family::V4,
             netns: None,
             resume_master: false,
+            ready: true,
         };
         let info = InterfaceInfo {
             index: 2,

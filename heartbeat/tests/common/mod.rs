@@ -195,6 +195,7 @@ impl Lab {
             family,
             netns: Some(self.netns_path(i)),
             resume_master: false,
+            ready: true,
         }
     }
 

@@ -168,11 +168,10 @@ impl SyncDaemon {
                 format!("{:?} is not an interface name", self.interface),
             );
         }
-        if let Some(group) = self.group {
-            if !group.is_multicast() {
+        if let Some(group) = self.group
+            && !group.is_multicast() {
                 return invalid("group", format!("{group} is not a multicast address"));
             }
-        }
         if self.ttl == Some(0) {
             return invalid("ttl", "must be at least 1".into());
         }

@@ -575,14 +575,13 @@ impl Service {
                 format!("{name:?} is not a scheduler name (1 to 15 bytes)"),
             );
         }
-        if let Some(pe) = &self.persistence_engine {
-            if pe.is_empty() || pe.len() >= NAME_MAXLEN || pe.contains('\0') {
+        if let Some(pe) = &self.persistence_engine
+            && (pe.is_empty() || pe.len() >= NAME_MAXLEN || pe.contains('\0')) {
                 return invalid(
                     "persistence_engine",
                     format!("{pe:?} is not an engine name (1 to 15 bytes)"),
                 );
             }
-        }
         if let Some(p) = self.persistence {
             let max = self.key.family().max_prefix_len();
             if p.prefix_len > max || (self.key.family() == Family::Ipv6 && p.prefix_len == 0) {

@@ -273,6 +273,7 @@ fn keepalive_content_is_signed_heartbeat_status() {
         assert_eq!(message.get_str(field::ROLE), Some("init"));
         assert_eq!(message.get_str(field::OVERRIDE), Some("none"));
         assert_eq!(message.get_str(field::KEEPALIVE), Some("3e8"));
+        assert_eq!(message.get_str(field::READY), Some("1"));
         assert_eq!(message.get(name::SRC_UUID), Some(&[100u8; 16][..]));
         seqs.push(h.seq.expect("seq"));
     }
@@ -516,6 +517,120 @@ fn auto_failback_off_holder_keeps() {
     net.advance(ms(5000));
     assert_eq!(net.states(), (State::Active, State::Standby));
     assert_eq!(net.nodes[0].node, "lvs2");
+}
+
+/// Node `i` with its health checks not settled yet.
+fn not_ready(i: usize) -> HbConfig {
+    let mut c = config(i);
+    c.ready = false;
+    c
+}
+
+#[test]
+fn holding_preferred_node_fails_back_only_when_ready() {
+    let mut a = config(0);
+    let mut b = not_ready(1);
+    a.preferred = Some("lvs2".into());
+    b.preferred = Some("lvs2".into());
+    // lvs2 starts 10 s late, holding: lvs1 keeps the VIPs.
+    let mut net = Net::with_start(a, b, ms(10_000));
+    net.advance(ms(10_000));
+    assert_eq!(net.states(), (State::Active, State::Standby));
+    assert_eq!(
+        net.transitions(1)[1].1,
+        "peer lvs1 is alive; lvs1 already holds the VIPs"
+    );
+    assert!(!net.nodes[0].peer().expect("peer").ready);
+    net.clear_logs();
+    // Checks settled: auto-failback now, both in the same instant.
+    let actions = net.feed(1, Event::Command(Command::Ready(true)));
+    assert_eq!(sent(&actions)[0].get_str(field::READY), Some("1"));
+    assert_eq!(net.states(), (State::Standby, State::Active));
+    assert_eq!(
+        net.transitions(1),
+        [(
+            State::Active,
+            "peer lvs1 is alive; lvs2 is the preferred node (auto_failback)".into()
+        )]
+    );
+    assert_eq!(
+        net.transitions(0),
+        [(
+            State::Standby,
+            "both active; yielding: lvs2 is the preferred node (auto_failback)".into()
+        )]
+    );
+    assert!(net.nodes[0].peer().expect("peer").ready);
+}
+
+#[test]
+fn holding_node_leaves_the_vips_to_a_ready_peer() {
+    // lvs1 would win by its lower name, but its checks are not settled.
+    let mut net = Net::new(not_ready(0), config(1));
+    net.advance(ms(100));
+    assert_eq!(net.states(), (State::Standby, State::Active));
+    assert_eq!(
+        net.transitions(0)[1].1,
+        "peer lvs2 is alive; lvs1 waits for its health checks"
+    );
+    // Ready: nothing to take back (no preferred node), but the peer is told.
+    net.clear_logs();
+    let actions = net.feed(0, Event::Command(Command::Ready(true)));
+    assert!(transitions(&actions).is_empty());
+    assert_eq!(sent(&actions)[0].get_str(field::READY), Some("1"));
+    assert!(net.nodes[1].peer().expect("peer").ready);
+    net.advance(ms(5000));
+    assert_eq!(net.states(), (State::Standby, State::Active));
+}
+
+#[test]
+fn holding_node_takes_over_from_a_dead_peer() {
+    let mut net = Net::new(not_ready(0), config(1));
+    net.advance(ms(3000));
+    assert_eq!(net.states(), (State::Standby, State::Active));
+    net.clear_logs();
+    net.isolated[1] = true;
+    net.advance(ms(3100));
+    assert_eq!(net.nodes[0].state(), State::Active);
+    assert!(net.transitions(0)[0].1.starts_with("peer lvs2 dead"));
+    assert!(!net.nodes[0].is_ready());
+    // And alone, after initdead.
+    let (mut m, t0, _) = alone(&not_ready(0));
+    let actions = m.handle(t0 + ms(6000), Event::Timeout);
+    assert_eq!(
+        transitions(&actions),
+        [(
+            State::Active,
+            "initdead expired: nothing from lvs2 for 6000ms".into()
+        )]
+    );
+}
+
+#[test]
+fn active_node_keeps_the_vips_when_not_ready() {
+    let mut net = Net::new(config(0), config(1));
+    net.advance(ms(3000));
+    assert_eq!(net.states(), (State::Active, State::Standby));
+    net.clear_logs();
+    let actions = net.feed(0, Event::Command(Command::Ready(false)));
+    assert!(transitions(&actions).is_empty());
+    assert_eq!(sent(&actions)[0].get_str(field::READY), Some("0"));
+    assert!(!net.nodes[1].peer().expect("peer").ready);
+    net.advance(ms(10_000));
+    assert_eq!(net.states(), (State::Active, State::Standby));
+    assert!(net.transitions(0).is_empty() && net.transitions(1).is_empty());
+}
+
+#[test]
+fn takeover_overrides_the_hold() {
+    let mut net = Net::new(not_ready(0), config(1));
+    net.advance(ms(3000));
+    assert_eq!(net.states(), (State::Standby, State::Active));
+    net.feed(0, Event::Command(Command::Takeover));
+    assert_eq!(net.states(), (State::Active, State::Standby));
+    net.advance(ms(5000));
+    assert_eq!(net.states(), (State::Active, State::Standby));
+    assert!(!net.nodes[0].is_ready());
 }
 
 #[test]
