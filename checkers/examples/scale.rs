@@ -16,7 +16,8 @@
 //! - CPU seconds per 1,000 checks and cores used (getrusage RUSAGE_SELF user+sys
 //!   of this process over the window), peak RSS (VmHWM).
 //!
-//! The runtime is directord's: tokio multi-thread with 2 workers (`--threads`).
+//! The runtime is directord's: tokio multi-thread with 2 workers (`--threads N`;
+//! `--threads 0` for a current-thread runtime).
 //! The last line is tab-separated for `tests/bench/checkers-scale.sh`.
 
 #[path = "../tests/http_support/mod.rs"]
@@ -63,11 +64,18 @@ fn main() {
         &[([127, 0, 0, 1], port).into()],
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // directord's runtime; `--threads 0`: a current-thread runtime instead.
+    let rt = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .expect("runtime");
     let r = rt.block_on(run(reals, interval, window, timeout, port));
 
     println!(

@@ -16,10 +16,12 @@
 //! - Readiness: [`RunnerHandle::restart_epoch`] (called when the director's own link
 //!   came back: the failures seen meanwhile were ours, not the real servers') makes
 //!   the next round of every job decide its health directly again, like a first
-//!   round. The runner is ready when every job has had a round since the start or
-//!   the last epoch; it is not ready from `restart_epoch` until then. A runner with
-//!   no jobs is ready. `set_jobs` adding a job makes it unready until that job's
-//!   first round.
+//!   round. A job is settled in an epoch by its first good round there, or by `fall`
+//!   failed rounds there (so one failure right after a link came back, before the
+//!   network is whole again, does not settle a real server as down). The runner is
+//!   ready when every job is settled since the start or the last epoch; it is not
+//!   ready from `restart_epoch` until then. A runner with no jobs is ready.
+//!   `set_jobs` adding a job makes it unready until that job is settled.
 
 //!
 //! Shape: the job tasks share one [`Mutex`]-guarded table of job state; a task
@@ -637,8 +639,10 @@ struct Hysteresis {
     /// Consecutive rounds with the same result as the last one.
     streak: u32,
     last_good: Option<bool>,
-    /// The epoch of the last round that decided the health directly.
+    /// The epoch the job is settled in (see the module doc).
     settled: Option<u64>,
+    /// Failed rounds in the epoch being decided: (epoch, count).
+    deciding: (u64, u32),
 }
 
 impl Hysteresis {
@@ -650,6 +654,7 @@ impl Hysteresis {
             streak: 0,
             last_good: None,
             settled: None,
+            deciding: (0, 0),
         }
     }
 
@@ -665,11 +670,22 @@ impl Hysteresis {
             1
         };
         self.last_good = Some(good);
-        let settled = !self.settled_in(epoch);
-        if settled {
-            // The first round (of the job, or since the epoch) decides directly.
-            self.settled = Some(epoch);
-            self.streak = 1;
+        let deciding = !self.settled_in(epoch);
+        let mut settled = false;
+        if deciding {
+            // Until settled (at the job's start, or since the epoch) each round
+            // decides directly; a good one settles, and so do `fall` failed ones.
+            if self.deciding.0 != epoch {
+                self.deciding = (epoch, 0);
+            }
+            if !good {
+                self.deciding.1 += 1;
+            }
+            settled = good || self.deciding.1 >= self.fall;
+            if settled {
+                self.settled = Some(epoch);
+            }
+            self.streak = if good { 1 } else { self.deciding.1 };
             self.health = if good { Health::Up } else { Health::Down };
         } else if good && self.health == Health::Down && self.streak >= self.rise {
             self.health = Health::Up;
@@ -738,7 +754,7 @@ mod tests {
         );
         assert_eq!(h.health, Health::Up);
 
-        let mut h = Hysteresis::new(&check(5, 5, Health::Up));
+        let mut h = Hysteresis::new(&check(5, 1, Health::Up));
         assert_eq!(
             h.round(false, 0),
             Step {
@@ -747,6 +763,29 @@ mod tests {
             }
         );
         assert_eq!(h.health, Health::Down);
+
+        // A failed first round decides the health but settles the job only after
+        // `fall` of them; a good round in between settles it.
+        let mut h = Hysteresis::new(&check(5, 3, Health::Up));
+        assert_eq!(
+            h.round(false, 0),
+            Step {
+                changed: true,
+                settled: false
+            }
+        );
+        assert_eq!(h.health, Health::Down);
+        assert!(!h.round(false, 0).settled);
+        assert!(h.round(false, 0).settled);
+        let mut h = Hysteresis::new(&check(5, 3, Health::Down));
+        assert!(!h.round(false, 0).settled);
+        assert_eq!(
+            h.round(true, 0),
+            Step {
+                changed: true,
+                settled: true
+            }
+        );
 
         let mut h = Hysteresis::new(&check(5, 5, Health::Up));
         assert_eq!(
@@ -769,7 +808,7 @@ mod tests {
 
     #[test]
     fn rise_consecutive_successes_bring_it_up() {
-        let mut h = Hysteresis::new(&check(2, 3, Health::Up));
+        let mut h = Hysteresis::new(&check(2, 1, Health::Up));
         assert_eq!(run(&mut h, "-+-++"), "DDDDU");
         assert_eq!(h.streak, 2);
     }
@@ -784,16 +823,19 @@ mod tests {
     fn a_new_epoch_decides_directly_again() {
         let mut h = Hysteresis::new(&check(3, 3, Health::Up));
         assert_eq!(run(&mut h, "+--"), "UUU");
-        // Epoch 1: the next round decides at once, whatever the streak.
+        // Epoch 1: the next round decides at once, whatever the streak; failures
+        // settle the job only after `fall` of them in the epoch.
         let step = h.round(false, 1);
         assert_eq!(
             step,
             Step {
                 changed: true,
-                settled: true
+                settled: false
             }
         );
         assert_eq!(h.streak, 1);
+        assert!(!h.round(false, 1).settled);
+        assert!(h.round(false, 1).settled);
         assert!(h.settled_in(1));
         // Then hysteresis again within epoch 1.
         assert!(!h.round(true, 1).settled);

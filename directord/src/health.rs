@@ -132,6 +132,22 @@ impl Health {
         out
     }
 
+    /// The health changes the table has not been given yet, from the runner's own
+    /// state (a report may still be on its way when the runner turns ready).
+    pub async fn catch_up(&mut self) -> Vec<((String, SocketAddr), checkers::Health)> {
+        let mut out = Vec::new();
+        for j in self.runner.snapshot().await {
+            let key = (j.key.service, j.key.real);
+            if let Some(told) = self.told.get_mut(&key)
+                && *told != j.health
+            {
+                *told = j.health;
+                out.push((key, j.health));
+            }
+        }
+        out
+    }
+
     /// `directorctl check`: one attempt now, not counted for rise/fall.
     pub async fn check_now(&self, service: &str, real: SocketAddr) -> Option<CheckResult> {
         self.runner

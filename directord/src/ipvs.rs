@@ -116,9 +116,10 @@ pub fn virtual_service(
         destinations.push(Destination::new(real.address, forward(s.forward), weight));
     }
     if let (false, Some(sorry)) = (any_up, s.sorry_server)
-        && !destinations.iter().any(|d| d.address == sorry) {
-            destinations.push(Destination::new(sorry, forward(s.forward), 1));
-        }
+        && !destinations.iter().any(|d| d.address == sorry)
+    {
+        destinations.push(Destination::new(sorry, forward(s.forward), 1));
+    }
     VirtualService::new(service, destinations)
 }
 
@@ -320,6 +321,8 @@ enum Job {
         reply: oneshot::Sender<Result<(String, RealStatus), String>>,
     },
     Status(oneshot::Sender<IpvsStatus>),
+    /// Answered once every job sent before it is done.
+    Barrier(oneshot::Sender<()>),
 }
 
 /// The supervisor's side of the IPVS thread.
@@ -397,6 +400,13 @@ impl IpvsHandle {
         rx
     }
 
+    /// Resolves when everything sent before (say health changes) is applied.
+    pub fn barrier(&self) -> oneshot::Receiver<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Barrier(reply));
+        rx
+    }
+
     pub fn status(&self) -> oneshot::Receiver<IpvsStatus> {
         let (reply, rx) = oneshot::channel();
         self.send(Job::Status(reply));
@@ -469,6 +479,9 @@ impl Worker {
                 }
                 Job::Status(reply) => {
                     let _ = reply.send(self.status());
+                }
+                Job::Barrier(reply) => {
+                    let _ = reply.send(());
                 }
             }
         }
@@ -683,11 +696,12 @@ impl Worker {
                 }
             }
             if let Some(w) = &wanted
-                && !running.iter().any(|d| same_daemon(d, w)) {
-                    ipvs.start_sync_daemon(w)?;
-                    info!(role = %w.role, interface = %w.interface, sync_id = w.sync_id, "IPVS sync daemon started");
-                    return Ok(true);
-                }
+                && !running.iter().any(|d| same_daemon(d, w))
+            {
+                ipvs.start_sync_daemon(w)?;
+                info!(role = %w.role, interface = %w.interface, sync_id = w.sync_id, "IPVS sync daemon started");
+                return Ok(true);
+            }
             Ok(false)
         })();
         match result {

@@ -220,6 +220,10 @@ struct Supervisor {
     health: Health,
     /// The readiness last told to the failover protocol.
     ready: bool,
+    /// Counts the runner's turns to ready; a turn is told to the failover protocol
+    /// only once the IPVS table holds its health (`ready_applied` brings it back).
+    ready_turn: u64,
+    ready_applied: (mpsc::Sender<u64>, mpsc::Receiver<u64>),
     /// `directorctl restart` was asked: end the loop after answering.
     restart: bool,
     started: std::time::SystemTime,
@@ -298,6 +302,8 @@ pub async fn start(
         ipvs,
         health,
         ready,
+        ready_turn: 0,
+        ready_applied: mpsc::channel(4),
         restart: false,
         started: std::time::SystemTime::now(),
     };
@@ -351,7 +357,12 @@ impl Supervisor {
                 }
                 Ok(()) = self.health.ready.changed() => {
                     let ready = *self.health.ready.borrow_and_update();
-                    self.tell_ready(ready);
+                    self.on_ready(ready).await;
+                }
+                Some(turn) = self.ready_applied.1.recv() => {
+                    if turn == self.ready_turn && *self.health.ready.borrow() {
+                        self.tell_ready(true);
+                    }
                 }
                 r = requests.recv(), if requests_open => match r {
                     Some((req, reply)) => {
@@ -385,11 +396,34 @@ impl Supervisor {
             // cut off: they start over, and the node holds back until they ran.
             self.health.restart_epoch();
             let ready = *self.health.ready.borrow_and_update();
-            self.tell_ready(ready);
+            if !ready {
+                self.ready_turn += 1;
+                self.tell_ready(false);
+            }
             let _ = self.failover.commands.send(Command::LinkUp);
         } else {
             let _ = self.failover.commands.send(Command::LinkDown);
         }
+    }
+
+    /// The runner turned ready (or not). Not ready is told at once; ready only
+    /// after the IPVS table holds what the checks found, so a node that then
+    /// preempts never takes the VIP with a stale table.
+    async fn on_ready(&mut self, ready: bool) {
+        self.ready_turn += 1;
+        if !ready {
+            self.tell_ready(false);
+            return;
+        }
+        let changes = self.health.catch_up().await;
+        self.ipvs.health(changes);
+        let applied = self.ipvs.barrier();
+        let (turn, back) = (self.ready_turn, self.ready_applied.0.clone());
+        tokio::spawn(async move {
+            if applied.await.is_ok() {
+                let _ = back.send(turn).await;
+            }
+        });
     }
 
     /// Tells the failover protocol whether the checks are settled.
@@ -409,7 +443,6 @@ impl Supervisor {
         info!(role = ?t.role, state = %t.state, reason = %t.reason, "role change");
         let previous = self.role;
         self.role = t.role;
-        self.ipvs.role(t.role);
         match t.role {
             Role::Active => {
                 if previous == Role::Active {
@@ -417,9 +450,14 @@ impl Supervisor {
                     // and announce them again so clients follow this node.
                     info!("announcing the VIPs again");
                 }
+                // The VIPs first: clients wait on them, the sync daemon does not.
                 self.acquire().await;
+                self.ipvs.role(t.role);
             }
-            Role::Standby | Role::Fault => self.release().await,
+            Role::Standby | Role::Fault => {
+                self.release().await;
+                self.ipvs.role(t.role);
+            }
         }
     }
 

@@ -75,9 +75,10 @@ impl Vip {
             return invalid("address is not a unicast address");
         }
         if let IpAddr::V4(v4) = self.address
-            && v4.is_broadcast() {
-                return invalid("address is not a unicast address");
-            }
+            && v4.is_broadcast()
+        {
+            return invalid("address is not a unicast address");
+        }
         if !valid_ifname(&self.interface) {
             return invalid("interface name is not a valid Linux interface name");
         }
@@ -371,16 +372,15 @@ fn ifaddrmsg(vip: &Vip, link: &LinkInfo, adding: bool) -> io::Result<Ifaddrmsg> 
                 .map_err(io::Error::other)?,
         );
     }
-    if adding
-        && let (IpAddr::V4(_), Some(label)) = (vip.address, &vip.label) {
-            attrs.push(
-                RtattrBuilder::default()
-                    .rta_type(Ifa::Label)
-                    .rta_payload(label.as_str())
-                    .build()
-                    .map_err(io::Error::other)?,
-            );
-        }
+    if adding && let (IpAddr::V4(_), Some(label)) = (vip.address, &vip.label) {
+        attrs.push(
+            RtattrBuilder::default()
+                .rta_type(Ifa::Label)
+                .rta_payload(label.as_str())
+                .build()
+                .map_err(io::Error::other)?,
+        );
+    }
     let flags = if adding && vip.address.is_ipv6() {
         IfaF::NODAD
     } else {

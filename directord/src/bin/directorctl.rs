@@ -156,17 +156,18 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                     status: Some(now),
                     ..
                 }) = client::call(&args.socket, &Request::Status)
-                    && now["started"] != before["started"] {
-                        println!(
-                            "{} restarted in place after {} ms: {} ({}), VIPs held: {}",
-                            now["node"].as_str().unwrap_or("?"),
-                            start.elapsed().as_millis(),
-                            now["role"].as_str().unwrap_or("?"),
-                            now["state"].as_str().unwrap_or("?"),
-                            held(&now)
-                        );
-                        return Ok(ExitCode::SUCCESS);
-                    }
+                    && now["started"] != before["started"]
+                {
+                    println!(
+                        "{} restarted in place after {} ms: {} ({}), VIPs held: {}",
+                        now["node"].as_str().unwrap_or("?"),
+                        start.elapsed().as_millis(),
+                        now["role"].as_str().unwrap_or("?"),
+                        now["state"].as_str().unwrap_or("?"),
+                        held(&now)
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
                 if start.elapsed() > Duration::from_secs(10) {
                     eprintln!("directord did not come back within 10 s");
                     return Ok(ExitCode::FAILURE);

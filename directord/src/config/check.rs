@@ -179,9 +179,10 @@ pub(super) fn validate(c: &mut Collector<'_>, s: &S<raw::Check>) -> Option<Check
         }
     }
     if (kind_name == "ping" || kind_name == "icmp")
-        && let Some(p) = &k.connect_port {
-            c.at(sp(p), "`connect_port` does not apply to a ping check");
-        }
+        && let Some(p) = &k.connect_port
+    {
+        c.at(sp(p), "`connect_port` does not apply to a ping check");
+    }
     Some(Check {
         interval: interval?,
         timeout: timeout?,

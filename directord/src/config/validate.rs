@@ -658,9 +658,10 @@ fn settle_family(
         return;
     };
     if vrrp.unicast_peers.is_empty()
-        && let Some(first) = vips.first() {
-            v.family = family_of(&first.address);
-        }
+        && let Some(first) = vips.first()
+    {
+        v.family = family_of(&first.address);
+    }
     if v.version == VrrpVersion::V2 && v.family == Family::V6 {
         c.at(
             span.clone(),
@@ -683,26 +684,29 @@ fn validate_announce(c: &mut Collector<'_>, a: Option<raw::Announce>) -> Announc
     };
     let Some(a) = a else { return out };
     if let Some(n) = &a.count
-        && let Some(n) = int_in(c, n, "announce count", 0, 100) {
-            out.count = n as u32;
-        }
+        && let Some(n) = int_in(c, n, "announce count", 0, 100)
+    {
+        out.count = n as u32;
+    }
     if let Some(s) = &a.spacing
-        && let Some(d) = duration(c, s) {
-            if d > Duration::from_secs(60) {
-                c.at(sp(s), "announce spacing above 60s makes no sense");
-            }
-            out.spacing = d;
+        && let Some(d) = duration(c, s)
+    {
+        if d > Duration::from_secs(60) {
+            c.at(sp(s), "announce spacing above 60s makes no sense");
         }
+        out.spacing = d;
+    }
     if let Some(s) = &a.refresh
-        && let Some(d) = duration(c, s) {
-            if d < Duration::from_millis(100) && !d.is_zero() {
-                c.at(
-                    sp(s),
-                    "announce refresh below 100ms would flood the segment",
-                );
-            }
-            out.refresh = (!d.is_zero()).then_some(d);
+        && let Some(d) = duration(c, s)
+    {
+        if d < Duration::from_millis(100) && !d.is_zero() {
+            c.at(
+                sp(s),
+                "announce refresh below 100ms would flood the segment",
+            );
         }
+        out.refresh = (!d.is_zero()).then_some(d);
+    }
     out
 }
 

@@ -31,11 +31,12 @@ impl ControlSocket {
     /// Refuses to start if another directord answers on the same path.
     pub fn bind(path: &Path, group: &str) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent()
-            && !dir.exists() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
-            }
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+        }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 bail!(

@@ -102,7 +102,10 @@ impl VrrpConfig {
         match self.version {
             Version::V3 => {
                 let ms = self.advert_interval.as_millis();
-                let whole_ms = self.advert_interval.subsec_nanos().is_multiple_of(1_000_000);
+                let whole_ms = self
+                    .advert_interval
+                    .subsec_nanos()
+                    .is_multiple_of(1_000_000);
                 if !(10..=40_950).contains(&ms) || !ms.is_multiple_of(10) || !whole_ms {
                     return invalid(format!(
                         "VRRPv3 advert_interval must be a multiple of 10ms from 10ms to 40.95s, \

@@ -169,9 +169,10 @@ impl SyncDaemon {
             );
         }
         if let Some(group) = self.group
-            && !group.is_multicast() {
-                return invalid("group", format!("{group} is not a multicast address"));
-            }
+            && !group.is_multicast()
+        {
+            return invalid("group", format!("{group} is not a multicast address"));
+        }
         if self.ttl == Some(0) {
             return invalid("ttl", "must be at least 1".into());
         }

@@ -576,12 +576,13 @@ impl Service {
             );
         }
         if let Some(pe) = &self.persistence_engine
-            && (pe.is_empty() || pe.len() >= NAME_MAXLEN || pe.contains('\0')) {
-                return invalid(
-                    "persistence_engine",
-                    format!("{pe:?} is not an engine name (1 to 15 bytes)"),
-                );
-            }
+            && (pe.is_empty() || pe.len() >= NAME_MAXLEN || pe.contains('\0'))
+        {
+            return invalid(
+                "persistence_engine",
+                format!("{pe:?} is not an engine name (1 to 15 bytes)"),
+            );
+        }
         if let Some(p) = self.persistence {
             let max = self.key.family().max_prefix_len();
             if p.prefix_len > max || (self.key.family() == Family::Ipv6 && p.prefix_len == 0) {
