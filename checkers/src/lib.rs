@@ -12,11 +12,19 @@
 pub mod dns;
 mod error;
 pub mod external;
+pub mod ftp;
 pub mod http;
 pub mod icmp;
+pub mod imap;
+pub mod ldap;
+pub mod nntp;
+pub mod pop;
+pub mod radius;
 pub mod runner;
+pub mod sip;
 pub mod smtp;
 pub mod spec;
+pub mod sql;
 pub mod tcp;
 pub(crate) mod tls;
 
@@ -65,6 +73,15 @@ enum Prepared {
     Dns(dns::Prepared),
     Smtp(smtp::Prepared),
     External,
+    Ftp(ftp::Prepared),
+    Imap(imap::Prepared),
+    Pop(pop::Prepared),
+    Nntp(nntp::Prepared),
+    Ldap(ldap::Prepared),
+    Mysql(sql::MysqlPrepared),
+    Postgres(sql::PostgresPrepared),
+    Radius(radius::Prepared),
+    Sip(sip::Prepared),
 }
 
 impl Probe {
@@ -76,6 +93,15 @@ impl Probe {
             Protocol::Dns(d) => Prepared::Dns(dns::Prepared::new(d)?),
             Protocol::Smtp(s) => Prepared::Smtp(smtp::Prepared::new(s)?),
             Protocol::External(_) => Prepared::External,
+            Protocol::Ftp(x) => Prepared::Ftp(ftp::Prepared::new(x)?),
+            Protocol::Imap(x) => Prepared::Imap(imap::Prepared::new(x)?),
+            Protocol::Pop(x) => Prepared::Pop(pop::Prepared::new(x)?),
+            Protocol::Nntp(x) => Prepared::Nntp(nntp::Prepared::new(x)?),
+            Protocol::Ldap(x) => Prepared::Ldap(ldap::Prepared::new(x)?),
+            Protocol::Mysql(x) => Prepared::Mysql(sql::MysqlPrepared::new(x)?),
+            Protocol::Postgres(x) => Prepared::Postgres(sql::PostgresPrepared::new(x)?),
+            Protocol::Radius(x) => Prepared::Radius(radius::Prepared::new(x)?),
+            Protocol::Sip(x) => Prepared::Sip(sip::Prepared::new(x)?),
         };
         Ok(Probe { check, kind })
     }
@@ -109,6 +135,17 @@ impl Probe {
                 (Prepared::Dns(p), Protocol::Dns(spec)) => dns::probe(p, spec, &t).await,
                 (Prepared::Smtp(p), Protocol::Smtp(spec)) => smtp::probe(p, spec, &t).await,
                 (Prepared::External, Protocol::External(spec)) => external::probe(spec, &t).await,
+                (Prepared::Ftp(p), Protocol::Ftp(spec)) => ftp::probe(p, spec, &t).await,
+                (Prepared::Imap(p), Protocol::Imap(spec)) => imap::probe(p, spec, &t).await,
+                (Prepared::Pop(p), Protocol::Pop(spec)) => pop::probe(p, spec, &t).await,
+                (Prepared::Nntp(p), Protocol::Nntp(spec)) => nntp::probe(p, spec, &t).await,
+                (Prepared::Ldap(p), Protocol::Ldap(spec)) => ldap::probe(p, spec, &t).await,
+                (Prepared::Mysql(p), Protocol::Mysql(spec)) => sql::probe_mysql(p, spec, &t).await,
+                (Prepared::Postgres(p), Protocol::Postgres(spec)) => {
+                    sql::probe_postgres(p, spec, &t).await
+                }
+                (Prepared::Radius(p), Protocol::Radius(spec)) => radius::probe(p, spec, &t).await,
+                (Prepared::Sip(p), Protocol::Sip(spec)) => sip::probe(p, spec, &t).await,
                 _ => unreachable!("Probe::new prepares the check's own protocol"),
             }
         };

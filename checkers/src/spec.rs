@@ -71,6 +71,15 @@ pub enum Protocol {
     Dns(Dns),
     Smtp(Smtp),
     External(External),
+    Ftp(Ftp),
+    Imap(Imap),
+    Pop(Pop),
+    Nntp(Nntp),
+    Ldap(Ldap),
+    Mysql(Sql),
+    Postgres(Sql),
+    Radius(Radius),
+    Sip(Sip),
 }
 
 impl Protocol {
@@ -83,6 +92,15 @@ impl Protocol {
             Protocol::Dns(_) => "dns",
             Protocol::Smtp(_) => "smtp",
             Protocol::External(_) => "external",
+            Protocol::Ftp(_) => "ftp",
+            Protocol::Imap(_) => "imap",
+            Protocol::Pop(_) => "pop",
+            Protocol::Nntp(_) => "nntp",
+            Protocol::Ldap(_) => "ldap",
+            Protocol::Mysql(_) => "mysql",
+            Protocol::Postgres(_) => "postgres",
+            Protocol::Radius(_) => "radius",
+            Protocol::Sip(_) => "sip",
         }
     }
 
@@ -93,6 +111,15 @@ impl Protocol {
             Protocol::Http(_) => 80,
             Protocol::Dns(_) => 53,
             Protocol::Smtp(_) => 25,
+            Protocol::Ftp(f) => f.tls.port(21, 990),
+            Protocol::Imap(i) => i.tls.port(143, 993),
+            Protocol::Pop(p) => p.tls.port(110, 995),
+            Protocol::Nntp(n) => n.tls.port(119, 563),
+            Protocol::Ldap(l) => l.tls.port(389, 636),
+            Protocol::Mysql(_) => 3306,
+            Protocol::Postgres(_) => 5432,
+            Protocol::Radius(_) => 1812,
+            Protocol::Sip(_) => 5060,
             Protocol::Tcp(_) | Protocol::Ping | Protocol::External(_) => 0,
         }
     }
@@ -219,6 +246,8 @@ impl PartialEq for Pattern {
     }
 }
 
+impl Eq for Pattern {}
+
 impl Serialize for Pattern {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
@@ -323,4 +352,187 @@ impl FromStr for Rcode {
             }
         })
     }
+}
+
+/// A password or shared secret: given inline or read from a file at config load.
+/// Its value never appears in `Debug`, in serialized status, or in errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    value: String,
+    /// Where it came from, for the operator: `None` inline, else the file.
+    file: Option<PathBuf>,
+}
+
+impl Secret {
+    pub fn inline(value: impl Into<String>) -> Secret {
+        Secret {
+            value: value.into(),
+            file: None,
+        }
+    }
+
+    /// A secret read from `file` (its content, without one trailing newline).
+    pub fn from_file(value: impl Into<String>, file: PathBuf) -> Secret {
+        Secret {
+            value: value.into(),
+            file: Some(file),
+        }
+    }
+
+    /// The secret itself: only for putting on the wire.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.file {
+            Some(path) => write!(f, "<secret from {}>", path.display()),
+            None => f.write_str("<secret>"),
+        }
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{self:?}"))
+    }
+}
+
+/// A user name and its password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Login {
+    pub user: String,
+    pub password: Secret,
+}
+
+/// How a line protocol (FTP, IMAP, POP, NNTP, LDAP) uses TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain text.
+    None,
+    /// TLS from the first byte (ftps, imaps, pop3s, nntps, ldaps).
+    Implicit(Tls),
+    /// Upgraded in the session (FTP AUTH TLS, IMAP STARTTLS, POP STLS, NNTP
+    /// STARTTLS, LDAP StartTLS); a server that does not offer it is down.
+    StartTls(Tls),
+}
+
+impl TlsMode {
+    /// The protocol's port for this mode.
+    pub fn port(&self, plain: u16, implicit: u16) -> u16 {
+        match self {
+            TlsMode::Implicit(_) => implicit,
+            TlsMode::None | TlsMode::StartTls(_) => plain,
+        }
+    }
+
+    pub fn tls(&self) -> Option<&Tls> {
+        match self {
+            TlsMode::None => None,
+            TlsMode::Implicit(t) | TlsMode::StartTls(t) => Some(t),
+        }
+    }
+}
+
+/// FTP: 220 greeting, login, optionally RETR of a file over a passive data
+/// connection whose content must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ftp {
+    pub tls: TlsMode,
+    /// `None`: anonymous (user `anonymous`, password `directord@`).
+    pub login: Option<Login>,
+    /// A file to retrieve (PASV/EPSV, binary), read up to [`MAX_BODY`] bytes.
+    pub retrieve: Option<String>,
+    /// What the retrieved file must match (only with `retrieve`).
+    pub expect: Option<Pattern>,
+}
+
+/// IMAP: greeting (`* OK`), optionally LOGIN, LOGOUT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Imap {
+    pub tls: TlsMode,
+    pub login: Option<Login>,
+}
+
+/// POP3: `+OK` greeting, optionally USER/PASS, QUIT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pop {
+    pub tls: TlsMode,
+    pub login: Option<Login>,
+}
+
+/// NNTP: 200/201 greeting, optionally GROUP (211 expected), QUIT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Nntp {
+    pub tls: TlsMode,
+    pub group: Option<String>,
+}
+
+/// LDAP: bind (anonymous, or simple with a DN and password), then a search under
+/// `base_dn` that must return at least one entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ldap {
+    pub tls: TlsMode,
+    /// `None`: anonymous bind.
+    pub bind: Option<LdapBind>,
+    pub base_dn: String,
+    /// Default `(objectClass=*)`.
+    pub filter: String,
+    pub scope: LdapScope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LdapBind {
+    pub dn: String,
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LdapScope {
+    Base,
+    One,
+    Sub,
+}
+
+/// MySQL / PostgreSQL: connect, authenticate, run `query`, which must return at
+/// least one row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sql {
+    pub login: Login,
+    pub database: Option<String>,
+    /// Default `SELECT 1`.
+    pub query: String,
+    /// `Some`: require TLS (verified per the options).
+    pub tls: Option<Tls>,
+}
+
+/// RADIUS: Access-Request (PAP) with Message-Authenticator; the response
+/// authenticator is verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Radius {
+    pub secret: Secret,
+    pub login: Login,
+    /// NAS-Identifier attribute (default `directord`).
+    pub nas_identifier: Option<String>,
+    /// An Access-Reject also counts as alive (the server answered, properly signed).
+    pub accept_reject: bool,
+}
+
+/// SIP: OPTIONS, expecting `SIP/2.0 200` with our Call-ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sip {
+    pub transport: SipTransport,
+    /// Request-URI; default `sip:<connect address>`.
+    pub uri: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SipTransport {
+    Udp,
+    Tcp,
 }

@@ -691,3 +691,163 @@ fn check_mistakes_are_named() {
         );
     }
 }
+
+#[test]
+fn protocol_checks_with_logins_tls_and_secrets() {
+    use checkers::spec::{LdapScope, Protocol, SipTransport, TlsMode};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret\n").expect("write");
+    let load = |check: &str| {
+        let text = with_check(&check.replace("PW", &pw.display().to_string()));
+        let path = dir.path().join("d.toml");
+        std::fs::write(&path, &text).expect("write");
+        let c = Config::load(&path).unwrap_or_else(|p| panic!("{check} is valid, got:\n{p}"));
+        c.services[0].check.clone().expect("a check").protocol
+    };
+    let Protocol::Imap(i) = load(
+        r#"check = { type = "imap", tls = "starttls", user = "monitor", password_file = "PW", ca_file = "/etc/ssl/certs/ca-certificates.crt" }"#,
+    ) else {
+        panic!()
+    };
+    assert!(matches!(i.tls, TlsMode::StartTls(_)));
+    let login = i.login.expect("login");
+    assert_eq!(login.password.expose(), "s3cret", "read from the file");
+    let shown = format!("{login:?} {}", serde_json::to_string(&login).unwrap());
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("<secret from"), "{shown}");
+
+    let Protocol::Pop(p) = load(r#"check = { type = "pops" }"#) else {
+        panic!()
+    };
+    assert!(matches!(p.tls, TlsMode::Implicit(_)));
+    let Protocol::Ftp(f) =
+        load(r#"check = { type = "ftp", retrieve = "/health.txt", expect = "^ok" }"#)
+    else {
+        panic!()
+    };
+    assert!(f.login.is_none(), "anonymous by default");
+    let Protocol::Ldap(l) = load(
+        r#"check = { type = "ldaps", bind_dn = "cn=monitor,dc=lab,dc=test", password = "x", base_dn = "dc=lab,dc=test", scope = "one" }"#,
+    ) else {
+        panic!()
+    };
+    assert_eq!(
+        (l.scope, l.filter.as_str()),
+        (LdapScope::One, "(objectClass=*)")
+    );
+    let Protocol::Postgres(q) = load(
+        r#"check = { type = "postgres", user = "monitor", password_file = "PW", database = "app", tls = "require" }"#,
+    ) else {
+        panic!()
+    };
+    assert_eq!(q.query, "SELECT 1");
+    assert!(q.tls.is_some());
+    let Protocol::Radius(r) = load(
+        r#"check = { type = "radius", secret_file = "PW", user = "probe", password = "pw", accept_reject = true }"#,
+    ) else {
+        panic!()
+    };
+    assert!(r.accept_reject);
+    assert!(!format!("{r:?}").contains("s3cret"));
+    let Protocol::Sip(s) = load(r#"check = { type = "sip", transport = "tcp" }"#) else {
+        panic!()
+    };
+    assert_eq!(s.transport, SipTransport::Tcp);
+    assert!(matches!(
+        load(r#"check = { type = "nntp", group = "lab.test" }"#),
+        Protocol::Nntp(_)
+    ));
+    assert!(matches!(
+        load(r#"check = { type = "mysql", user = "monitor" }"#),
+        Protocol::Mysql(_)
+    ));
+}
+
+#[test]
+fn protocol_check_mistakes_are_named() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"check = { type = "imaps", tls = "starttls" }"#,
+            "implicit TLS; use type = \"imap\"",
+        ),
+        (
+            r#"check = { type = "imap", tls = "maybe" }"#,
+            "tls must be \"none\", \"implicit\" or \"starttls\"",
+        ),
+        (
+            r#"check = { type = "imap", ca_file = "/x" }"#,
+            "`ca_file` does not apply to a imap check",
+        ),
+        (
+            r#"check = { type = "pop", user = "u" }"#,
+            "`user` needs `password` or `password_file`",
+        ),
+        (
+            r#"check = { type = "pop", user = "u", password = "a", password_file = "/b" }"#,
+            "not both",
+        ),
+        (
+            r#"check = { type = "ftp", expect = "x" }"#,
+            "needs `retrieve`",
+        ),
+        (r#"check = { type = "ldap" }"#, "needs `base_dn`"),
+        (
+            r#"check = { type = "ldap", base_dn = "dc=x", filter = "uid=x" }"#,
+            "in parentheses",
+        ),
+        (
+            r#"check = { type = "ldap", base_dn = "dc=x", password = "p" }"#,
+            "needs `bind_dn`",
+        ),
+        (r#"check = { type = "mysql" }"#, "needs `user`"),
+        (
+            r#"check = { type = "postgres", user = "u", tls = "starttls" }"#,
+            "\"none\" or \"require\"",
+        ),
+        (
+            r#"check = { type = "radius", user = "u", password = "p" }"#,
+            "needs `secret` or `secret_file`",
+        ),
+        (
+            r#"check = { type = "radius", secret = "s" }"#,
+            "needs `user` and `password`",
+        ),
+        (
+            r#"check = { type = "sip", transport = "sctp" }"#,
+            "\"udp\" or \"tcp\"",
+        ),
+        (r#"check = { type = "sip", uri = "http://x" }"#, "SIP URI"),
+        (
+            r#"check = { type = "nntp", user = "u", password = "p" }"#,
+            "`user` does not apply to a nntp check",
+        ),
+    ];
+    for (check, want) in cases {
+        let text = with_check(check);
+        let l = lines(&problems(&text));
+        assert!(
+            l.iter()
+                .any(|x| x.contains(want) && x.starts_with("/etc/directord.toml:19:")),
+            "{check}: expected a problem on line 19 saying {want:?}, got {l:#?}"
+        );
+    }
+}
+
+#[test]
+fn an_unreadable_password_file_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("d.toml");
+    std::fs::write(
+        &path,
+        with_check(r#"check = { type = "imap", user = "u", password_file = "/nonexistent/pw" }"#),
+    )
+    .expect("write");
+    let p = Config::load(&path).expect_err("refused");
+    let l = lines(&p);
+    assert!(
+        l.iter()
+            .any(|x| x.contains(":19:") && x.contains("cannot read password_file /nonexistent/pw")),
+        "{l:#?}"
+    );
+}

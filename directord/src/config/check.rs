@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use checkers::spec::{
-    BasicAuth, Connect, Dns, External, Health, Http, Method, Pattern, Protocol, Smtp, Tcp, Tls,
+    BasicAuth, Connect, Dns, External, Ftp, Health, Http, Imap, Ldap, LdapBind, LdapScope, Login,
+    Method, Nntp, Pattern, Pop, Protocol, Radius, Secret, Sip, SipTransport, Smtp, Sql, Tcp, Tls,
+    TlsMode,
 };
 
 use super::Check;
@@ -15,7 +17,7 @@ use super::diagnostic::Collector;
 use super::raw::{self, S};
 use super::validate::{duration, int_in, ip, sp};
 
-const TYPES: &str = "tcp, http, https, ping, dns, smtp, external";
+const TYPES: &str = "tcp, http, https, ping, dns, smtp, external, ftp, ftps, imap, imaps, pop, pops, nntp, nntps, ldap, ldaps, mysql, postgres, radius, sip";
 
 pub(super) fn validate(c: &mut Collector<'_>, s: &S<raw::Check>) -> Option<Check> {
     let k = s.get_ref();
@@ -152,6 +154,103 @@ pub(super) fn validate(c: &mut Collector<'_>, s: &S<raw::Check>) -> Option<Check
                 }
             }
         }
+        "ftp" | "ftps" => {
+            allowed.extend(["user", "password", "password_file", "retrieve", "expect"]);
+            let tls = tls_mode(c, k, kind_name, &mut allowed);
+            let login = login(c, k, false);
+            if let (Some(e), None) = (&k.expect, &k.retrieve) {
+                c.at(
+                    sp(e),
+                    "`expect` on an ftp check needs `retrieve` (the file to match)",
+                );
+            }
+            Some(Protocol::Ftp(Ftp {
+                tls: tls?,
+                login: login?,
+                retrieve: k.retrieve.as_ref().map(|r| r.get_ref().clone()),
+                expect: k.expect.as_ref().and_then(|x| pattern(c, x)),
+            }))
+        }
+        "imap" | "imaps" => {
+            allowed.extend(["user", "password", "password_file"]);
+            let tls = tls_mode(c, k, kind_name, &mut allowed);
+            let login = login(c, k, false);
+            Some(Protocol::Imap(Imap {
+                tls: tls?,
+                login: login?,
+            }))
+        }
+        "pop" | "pop3" | "pops" | "pop3s" => {
+            allowed.extend(["user", "password", "password_file"]);
+            let tls = tls_mode(c, k, kind_name, &mut allowed);
+            let login = login(c, k, false);
+            Some(Protocol::Pop(Pop {
+                tls: tls?,
+                login: login?,
+            }))
+        }
+        "nntp" | "nntps" => {
+            allowed.push("group");
+            let tls = tls_mode(c, k, kind_name, &mut allowed);
+            Some(Protocol::Nntp(Nntp {
+                tls: tls?,
+                group: k.group.as_ref().map(|g| g.get_ref().clone()),
+            }))
+        }
+        "ldap" | "ldaps" => {
+            allowed.extend([
+                "bind_dn",
+                "password",
+                "password_file",
+                "base_dn",
+                "filter",
+                "scope",
+            ]);
+            let tls = tls_mode(c, k, kind_name, &mut allowed);
+            ldap(c, k, tls)
+        }
+        "mysql" | "postgres" => {
+            allowed.extend(["user", "password", "password_file", "database", "query"]);
+            sql(c, k, kind_name, &mut allowed)
+        }
+        "radius" => {
+            allowed.extend([
+                "user",
+                "password",
+                "password_file",
+                "secret",
+                "secret_file",
+                "nas_identifier",
+                "accept_reject",
+            ]);
+            radius(c, k)
+        }
+        "sip" => {
+            allowed.extend(["transport", "uri"]);
+            let transport = match k.transport.as_ref().map(|t| t.get_ref().as_str()) {
+                None | Some("udp") => Some(SipTransport::Udp),
+                Some("tcp") => Some(SipTransport::Tcp),
+                Some(other) => {
+                    c.at(
+                        k.transport.as_ref().and_then(sp),
+                        format!("transport must be \"udp\" or \"tcp\", got \"{other}\""),
+                    );
+                    None
+                }
+            };
+            if let Some(u) = &k.uri
+                && !(u.get_ref().starts_with("sip:") || u.get_ref().starts_with("sips:"))
+            {
+                c.at(
+                    sp(u),
+                    "uri must be a SIP URI like \"sip:proxy.example.org\"",
+                );
+            }
+            Some(Protocol::Sip(Sip {
+                transport: transport?,
+                uri: k.uri.as_ref().map(|u| u.get_ref().clone()),
+            }))
+        }
         other => {
             c.at(
                 sp(&k.kind),
@@ -168,6 +267,9 @@ pub(super) fn validate(c: &mut Collector<'_>, s: &S<raw::Check>) -> Option<Check
                 let why = match name {
                     "tls_verify" | "ca_file" | "sni" if kind_name == "smtp" => {
                         " without starttls = true".to_string()
+                    }
+                    "tls_verify" | "ca_file" | "sni" if k.tls.is_some() => {
+                        " without TLS".to_string()
                     }
                     _ => String::new(),
                 };
@@ -223,6 +325,22 @@ fn type_options(k: &raw::Check) -> Vec<(&'static str, Option<Range<usize>>)> {
         ("helo", span(&k.helo)),
         ("starttls", span(&k.starttls)),
         ("command", span(&k.command)),
+        ("password_file", span(&k.password_file)),
+        ("tls", span(&k.tls)),
+        ("retrieve", span(&k.retrieve)),
+        ("group", span(&k.group)),
+        ("bind_dn", span(&k.bind_dn)),
+        ("base_dn", span(&k.base_dn)),
+        ("filter", span(&k.filter)),
+        ("scope", span(&k.scope)),
+        ("database", span(&k.database)),
+        ("query", span(&k.query)),
+        ("secret", span(&k.secret)),
+        ("secret_file", span(&k.secret_file)),
+        ("nas_identifier", span(&k.nas_identifier)),
+        ("accept_reject", span(&k.accept_reject)),
+        ("transport", span(&k.transport)),
+        ("uri", span(&k.uri)),
     ]
 }
 
@@ -495,4 +613,263 @@ mod tests {
         assert!(split_words("x 'open").is_err());
         assert_eq!(split_words("  ").unwrap(), Vec::<String>::new());
     }
+}
+
+/// `tls` of a line protocol: "none", "implicit" or "starttls"; the `…s` type names
+/// (ftps, imaps, pops, nntps, ldaps) mean implicit. TLS options become allowed
+/// when TLS is on.
+fn tls_mode(
+    c: &mut Collector<'_>,
+    k: &raw::Check,
+    kind_name: &str,
+    allowed: &mut Vec<&str>,
+) -> Option<TlsMode> {
+    let implicit_name = matches!(
+        kind_name,
+        "ftps" | "imaps" | "pops" | "pop3s" | "nntps" | "ldaps"
+    );
+    allowed.push("tls");
+    let mode = match k.tls.as_ref().map(|t| (t, t.get_ref().as_str())) {
+        None if implicit_name => "implicit",
+        None => "none",
+        Some((t, m)) if implicit_name && m != "implicit" => {
+            c.at(
+                sp(t),
+                format!(
+                    "a {kind_name} check is implicit TLS; use type = \"{}\" for tls = \"{m}\"",
+                    kind_name.trim_end_matches('s').replace("pop3", "pop")
+                ),
+            );
+            return None;
+        }
+        Some((t, m @ ("none" | "implicit" | "starttls"))) => {
+            let _ = t;
+            m
+        }
+        Some((t, m)) => {
+            c.at(
+                sp(t),
+                format!("tls must be \"none\", \"implicit\" or \"starttls\", got \"{m}\""),
+            );
+            return None;
+        }
+    };
+    if mode == "none" {
+        return Some(TlsMode::None);
+    }
+    allowed.extend(["tls_verify", "ca_file", "sni"]);
+    let options = tls(c, k)?;
+    Some(if mode == "implicit" {
+        TlsMode::Implicit(options)
+    } else {
+        TlsMode::StartTls(options)
+    })
+}
+
+/// A secret given inline or as a file (read now; its content without one trailing
+/// newline). Both at once is a mistake.
+fn secret(
+    c: &mut Collector<'_>,
+    inline: &Option<S<String>>,
+    file: &Option<S<String>>,
+    what: &str,
+) -> Option<Option<Secret>> {
+    match (inline, file) {
+        (None, None) => Some(None),
+        (Some(v), None) => Some(Some(Secret::inline(v.get_ref().clone()))),
+        (Some(_), Some(f)) => {
+            c.at(sp(f), format!("give `{what}` or `{what}_file`, not both"));
+            None
+        }
+        (None, Some(f)) => {
+            let path = PathBuf::from(f.get_ref());
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let value = text.strip_suffix('\n').unwrap_or(&text);
+                    let value = value.strip_suffix('\r').unwrap_or(value);
+                    Some(Some(Secret::from_file(value, path)))
+                }
+                // Pure validation (no file access asked): keep the reference.
+                Err(_) if !c.check_files => Some(Some(Secret::from_file("", path))),
+                Err(e) => {
+                    c.at(
+                        sp(f),
+                        format!("cannot read {what}_file {}: {}", path.display(), e.kind()),
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// `user` with `password` / `password_file`. `required`: the check needs a login.
+fn login(c: &mut Collector<'_>, k: &raw::Check, required: bool) -> Option<Option<Login>> {
+    let password = secret(c, &k.password, &k.password_file, "password")?;
+    match (&k.user, password) {
+        (Some(u), Some(p)) => Some(Some(Login {
+            user: u.get_ref().clone(),
+            password: p,
+        })),
+        (Some(u), None) if required => Some(Some(Login {
+            user: u.get_ref().clone(),
+            password: Secret::inline(""),
+        })),
+        (Some(u), None) => {
+            c.at(sp(u), "`user` needs `password` or `password_file`");
+            None
+        }
+        (None, Some(_)) => {
+            c.at(
+                k.password
+                    .as_ref()
+                    .or(k.password_file.as_ref())
+                    .and_then(sp),
+                "a password needs `user` too",
+            );
+            None
+        }
+        (None, None) if required => {
+            c.at(
+                sp(&k.kind),
+                format!("a {} check needs `user`", k.kind.get_ref()),
+            );
+            None
+        }
+        (None, None) => Some(None),
+    }
+}
+
+fn ldap(c: &mut Collector<'_>, k: &raw::Check, tls: Option<TlsMode>) -> Option<Protocol> {
+    let password = secret(c, &k.password, &k.password_file, "password")?;
+    let bind = match (&k.bind_dn, password) {
+        (Some(dn), Some(p)) => Some(LdapBind {
+            dn: dn.get_ref().clone(),
+            password: p,
+        }),
+        (None, None) => None,
+        (Some(dn), None) => {
+            c.at(sp(dn), "`bind_dn` needs `password` or `password_file`");
+            return None;
+        }
+        (None, Some(_)) => {
+            c.at(
+                k.password
+                    .as_ref()
+                    .or(k.password_file.as_ref())
+                    .and_then(sp),
+                "a password needs `bind_dn` too (without both the bind is anonymous)",
+            );
+            return None;
+        }
+    };
+    let Some(base_dn) = &k.base_dn else {
+        c.at(
+            sp(&k.kind),
+            "an ldap check needs `base_dn` (where the search must find an entry)",
+        );
+        return None;
+    };
+    let filter = k
+        .filter
+        .as_ref()
+        .map_or("(objectClass=*)".to_string(), |f| f.get_ref().clone());
+    if !(filter.starts_with('(') && filter.ends_with(')')) {
+        c.at(
+            k.filter.as_ref().and_then(sp),
+            "filter must be an LDAP filter in parentheses, like \"(uid=monitor)\"",
+        );
+    }
+    let scope = match k.scope.as_ref().map(|x| x.get_ref().as_str()) {
+        None | Some("sub") => Some(LdapScope::Sub),
+        Some("one") => Some(LdapScope::One),
+        Some("base") => Some(LdapScope::Base),
+        Some(other) => {
+            c.at(
+                k.scope.as_ref().and_then(sp),
+                format!("scope must be \"base\", \"one\" or \"sub\", got \"{other}\""),
+            );
+            None
+        }
+    };
+    Some(Protocol::Ldap(Ldap {
+        tls: tls?,
+        bind,
+        base_dn: base_dn.get_ref().clone(),
+        filter,
+        scope: scope?,
+    }))
+}
+
+/// mysql / postgres: `tls` is "none" (default) or "require" (negotiated in the
+/// protocol, then verified per the TLS options).
+fn sql(
+    c: &mut Collector<'_>,
+    k: &raw::Check,
+    kind_name: &str,
+    allowed: &mut Vec<&str>,
+) -> Option<Protocol> {
+    allowed.push("tls");
+    let tls = match k.tls.as_ref().map(|t| t.get_ref().as_str()) {
+        None | Some("none") => Some(None),
+        Some("require") => {
+            allowed.extend(["tls_verify", "ca_file", "sni"]);
+            tls(c, k).map(Some)
+        }
+        Some(other) => {
+            c.at(
+                k.tls.as_ref().and_then(sp),
+                format!(
+                    "tls of a {kind_name} check must be \"none\" or \"require\", got \"{other}\""
+                ),
+            );
+            None
+        }
+    };
+    let login = login(c, k, true);
+    let query = k
+        .query
+        .as_ref()
+        .map_or("SELECT 1".to_string(), |q| q.get_ref().clone());
+    if query.trim().is_empty() {
+        c.at(k.query.as_ref().and_then(sp), "query is empty");
+    }
+    let sql = Sql {
+        login: login??,
+        database: k.database.as_ref().map(|d| d.get_ref().clone()),
+        query,
+        tls: tls?,
+    };
+    Some(if kind_name == "mysql" {
+        Protocol::Mysql(sql)
+    } else {
+        Protocol::Postgres(sql)
+    })
+}
+
+fn radius(c: &mut Collector<'_>, k: &raw::Check) -> Option<Protocol> {
+    let shared = secret(c, &k.secret, &k.secret_file, "secret");
+    let login = login(c, k, false);
+    let Some(Some(secret)) = shared else {
+        if matches!(shared, Some(None)) {
+            c.at(
+                sp(&k.kind),
+                "a radius check needs `secret` or `secret_file` (the shared secret)",
+            );
+        }
+        return None;
+    };
+    let Some(login) = login? else {
+        c.at(
+            sp(&k.kind),
+            "a radius check needs `user` and `password` (or `password_file`)",
+        );
+        return None;
+    };
+    Some(Protocol::Radius(Radius {
+        secret,
+        login,
+        nas_identifier: k.nas_identifier.as_ref().map(|n| n.get_ref().clone()),
+        accept_reject: k.accept_reject.as_ref().is_some_and(|a| *a.get_ref()),
+    }))
 }

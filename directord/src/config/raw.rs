@@ -249,4 +249,44 @@ pub struct Check {
     // external command: a string (split like a shell, without one) or an array
     #[serde(default)]
     pub command: Option<S<toml::Value>>,
+    // logins (ftp, imap, pop, mysql, postgres, radius; also http's basic auth)
+    #[serde(default)]
+    pub password_file: Option<S<String>>,
+    // TLS of ftp, imap, pop, nntp, ldap, mysql, postgres: "none", "implicit", "starttls"
+    #[serde(default)]
+    pub tls: Option<S<String>>,
+    // ftp
+    #[serde(default)]
+    pub retrieve: Option<S<String>>,
+    // nntp
+    #[serde(default)]
+    pub group: Option<S<String>>,
+    // ldap
+    #[serde(default)]
+    pub bind_dn: Option<S<String>>,
+    #[serde(default)]
+    pub base_dn: Option<S<String>>,
+    #[serde(default)]
+    pub filter: Option<S<String>>,
+    #[serde(default)]
+    pub scope: Option<S<String>>,
+    // mysql, postgres
+    #[serde(default)]
+    pub database: Option<S<String>>,
+    #[serde(default)]
+    pub query: Option<S<String>>,
+    // radius
+    #[serde(default)]
+    pub secret: Option<S<String>>,
+    #[serde(default)]
+    pub secret_file: Option<S<String>>,
+    #[serde(default)]
+    pub nas_identifier: Option<S<String>>,
+    #[serde(default)]
+    pub accept_reject: Option<S<bool>>,
+    // sip
+    #[serde(default)]
+    pub transport: Option<S<String>>,
+    #[serde(default)]
+    pub uri: Option<S<String>>,
 }
