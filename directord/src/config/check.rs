@@ -600,20 +600,6 @@ fn status_set(c: &mut Collector<'_>, v: &S<toml::Value>) -> Vec<RangeInclusive<u
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::split_words;
-
-    #[test]
-    fn words_split_like_a_shell() {
-        assert_eq!(
-            split_words(r#"/usr/lib/check --name 'a b' "c \"d\"" e\ f"#).unwrap(),
-            vec!["/usr/lib/check", "--name", "a b", "c \"d\"", "e f"]
-        );
-        assert!(split_words("x 'open").is_err());
-        assert_eq!(split_words("  ").unwrap(), Vec::<String>::new());
-    }
-}
 
 /// `tls` of a line protocol: "none", "implicit" or "starttls"; the `…s` type names
 /// (ftps, imaps, pops, nntps, ldaps) mean implicit. TLS options become allowed
@@ -872,4 +858,19 @@ fn radius(c: &mut Collector<'_>, k: &raw::Check) -> Option<Protocol> {
         nas_identifier: k.nas_identifier.as_ref().map(|n| n.get_ref().clone()),
         accept_reject: k.accept_reject.as_ref().is_some_and(|a| *a.get_ref()),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_words;
+
+    #[test]
+    fn words_split_like_a_shell() {
+        assert_eq!(
+            split_words(r#"/usr/lib/check --name 'a b' "c \"d\"" e\ f"#).unwrap(),
+            vec!["/usr/lib/check", "--name", "a b", "c \"d\"", "e f"]
+        );
+        assert!(split_words("x 'open").is_err());
+        assert_eq!(split_words("  ").unwrap(), Vec::<String>::new());
+    }
 }

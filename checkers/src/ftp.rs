@@ -1,0 +1,17 @@
+//! Ftp check (not implemented yet: every attempt is down with that reason).
+use crate::{Error, Target, Verdict, spec::Ftp};
+
+#[derive(Debug)]
+pub(crate) struct Prepared {}
+
+impl Prepared {
+    pub(crate) fn new(spec: &Ftp) -> Result<Prepared, Error> {
+        let _ = spec;
+        Ok(Prepared {})
+    }
+}
+
+pub(crate) async fn probe(p: &Prepared, spec: &Ftp, t: &Target) -> Result<Verdict, Error> {
+    let _ = (p, spec, t);
+    Ok(Verdict::Down("the ftp check is not implemented yet".into()))
+}

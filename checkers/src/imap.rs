@@ -1,0 +1,19 @@
+//! Imap check (not implemented yet: every attempt is down with that reason).
+use crate::{Error, Target, Verdict, spec::Imap};
+
+#[derive(Debug)]
+pub(crate) struct Prepared {}
+
+impl Prepared {
+    pub(crate) fn new(spec: &Imap) -> Result<Prepared, Error> {
+        let _ = spec;
+        Ok(Prepared {})
+    }
+}
+
+pub(crate) async fn probe(p: &Prepared, spec: &Imap, t: &Target) -> Result<Verdict, Error> {
+    let _ = (p, spec, t);
+    Ok(Verdict::Down(
+        "the imap check is not implemented yet".into(),
+    ))
+}

@@ -1,0 +1,19 @@
+//! Nntp check (not implemented yet: every attempt is down with that reason).
+use crate::{Error, Target, Verdict, spec::Nntp};
+
+#[derive(Debug)]
+pub(crate) struct Prepared {}
+
+impl Prepared {
+    pub(crate) fn new(spec: &Nntp) -> Result<Prepared, Error> {
+        let _ = spec;
+        Ok(Prepared {})
+    }
+}
+
+pub(crate) async fn probe(p: &Prepared, spec: &Nntp, t: &Target) -> Result<Verdict, Error> {
+    let _ = (p, spec, t);
+    Ok(Verdict::Down(
+        "the nntp check is not implemented yet".into(),
+    ))
+}

@@ -1,0 +1,17 @@
+//! Sip check (not implemented yet: every attempt is down with that reason).
+use crate::{Error, Target, Verdict, spec::Sip};
+
+#[derive(Debug)]
+pub(crate) struct Prepared {}
+
+impl Prepared {
+    pub(crate) fn new(spec: &Sip) -> Result<Prepared, Error> {
+        let _ = spec;
+        Ok(Prepared {})
+    }
+}
+
+pub(crate) async fn probe(p: &Prepared, spec: &Sip, t: &Target) -> Result<Verdict, Error> {
+    let _ = (p, spec, t);
+    Ok(Verdict::Down("the sip check is not implemented yet".into()))
+}
