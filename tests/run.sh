@@ -14,16 +14,23 @@ if [[ "${1:-}" != "--no-install" ]]; then
     export DEBIAN_FRONTEND=noninteractive
     # postfix asks how to deliver mail: the tests run their own instance.
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    # slapd: no system directory; the LDAP tests build their own.
+    echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
     apt-get update -qq
     # Real servers for the health checkers' tests: nginx (HTTP/HTTPS), unbound (DNS),
-    # postfix (SMTP); openssl makes their certificates.
+    # postfix (SMTP), vsftpd (FTP), dovecot (IMAP, POP), inn2 (NNTP), slapd (LDAP),
+    # mariadb, postgresql, freeradius (RADIUS), kamailio (SIP); openssl makes their
+    # certificates.
     apt-get install -y -qq --no-install-recommends \
         build-essential pkg-config ca-certificates openssl \
         iproute2 iputils-ping iputils-arping tcpdump nftables procps psmisc \
         keepalived heartbeat python3 \
-        nginx-light unbound postfix >/dev/null
+        nginx-light unbound postfix \
+        vsftpd dovecot-imapd dovecot-pop3d inn2 slapd ldap-utils \
+        mariadb-server mariadb-client postgresql freeradius kamailio >/dev/null
     # The packages enable services; the tests start their own instances.
-    systemctl disable --now keepalived heartbeat nginx unbound postfix >/dev/null 2>&1 || true
+    systemctl disable --now keepalived heartbeat nginx unbound postfix vsftpd dovecot \
+        inn2 slapd mariadb postgresql freeradius kamailio >/dev/null 2>&1 || true
     command -v cargo >/dev/null || { echo "cargo is missing (install Rust with rustup)" >&2; exit 1; }
     for c in clippy rustfmt; do
         if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
