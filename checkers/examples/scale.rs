@@ -19,6 +19,13 @@
 //! The runtime is directord's: tokio multi-thread with 2 workers (`--threads N`;
 //! `--threads 0` for a current-thread runtime).
 //! The last line is tab-separated for `tests/bench/checkers-scale.sh`.
+//!
+//! Measured on an idle 2-core VM (interval 1 s, 20 s window; several runs):
+//! 1,000 reals: 1,000 checks/s, 1.000 rounds per interval, lateness 4 ms,
+//! 0.09 core, 6 MiB. 10,000 reals: 10,000 checks/s, 1.000 rounds per interval,
+//! lateness 5-30 ms, 0.51-0.60 core (83-87 % of it kernel TCP work, which on
+//! loopback includes the server side's SYN, accept and wake-up work for every
+//! segment the checker sends), 21-29 MiB.
 
 #[path = "../tests/http_support/mod.rs"]
 mod http_support;
@@ -30,7 +37,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bench_support::{arg, cpu_seconds, parse_duration, raise_nofile, real_ip, status_mib};
+use bench_support::{arg, cpu_user_sys, parse_duration, raise_nofile, real_ip, status_mib};
 use checkers::runner::{self, Job, Key, Outcome, RunnerConfig};
 use http_support::{Nginx, free_port, http_check};
 
@@ -91,7 +98,11 @@ fn main() {
         r.mean_latency_ms, r.max_latency_ms
     );
     println!("  CPU s/1000 checks      {:.4}", r.cpu_per_1000);
-    println!("  cores used             {:.3}", r.cores);
+    println!(
+        "  cores used             {:.3} ({:.0}% of it in the kernel)",
+        r.cores,
+        r.kernel_share * 100.0
+    );
     println!("  peak RSS               {:.1} MiB", r.peak_rss_mib);
     println!("  not up                 {}", r.not_up);
     for reason in &r.reasons {
@@ -118,6 +129,8 @@ struct Figures {
     max_latency_ms: f64,
     cpu_per_1000: f64,
     cores: f64,
+    /// System time over user + system.
+    kernel_share: f64,
     peak_rss_mib: f64,
     not_up: u64,
     reasons: Vec<String>,
@@ -203,10 +216,12 @@ async fn run(
     tokio::time::sleep(interval.saturating_sub(started.elapsed()) + interval).await;
 
     *seen.lock().expect("lock") = Seen::default();
-    let cpu0 = cpu_seconds();
+    let (user0, sys0) = cpu_user_sys();
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
-    let cpu = cpu_seconds() - cpu0;
+    let (user1, sys1) = cpu_user_sys();
+    let (user, sys) = (user1 - user0, sys1 - sys0);
+    let cpu = user + sys;
     let wall = t0.elapsed().as_secs_f64();
     let s = std::mem::take(&mut *seen.lock().expect("lock"));
     drop(handle);
@@ -226,6 +241,7 @@ async fn run(
         max_latency_ms: s.latency_max.as_secs_f64() * 1000.0,
         cpu_per_1000: cpu / s.reports.max(1) as f64 * 1000.0,
         cores: cpu / wall,
+        kernel_share: sys / cpu.max(f64::MIN_POSITIVE),
         peak_rss_mib: status_mib("VmHWM:"),
         not_up: s.not_up,
         reasons: s.reasons,

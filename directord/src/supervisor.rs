@@ -266,7 +266,7 @@ pub async fn start(
     }
     // Health checks start now; each real server starts at its check's `initial`
     // health (up, after an in-place restart of the active director).
-    let mut health = Health::spawn(resume_active);
+    let mut health = Health::spawn(resume_active)?;
     let start_health = health.configure(&config).await;
     // IPVS on both directors, whatever the role: the table is programmed now (on
     // the IPVS thread, without a flush) and the sync daemon starts as backup.

@@ -6,6 +6,8 @@
 #
 #   tests/bench/checkers-scale.sh [interval] [duration]     (default 1s 20s)
 #
+# NO_BUILD=1 uses the example binary already built.
+#
 # Targets: 10,000 real servers at 1 s sustained (rounds/real/interval 1.000),
 # < 0.5 core, < 128 MiB peak RSS. The figures are only meaningful on an
 # otherwise idle machine: the checking process shares the cores with nginx.
@@ -13,7 +15,7 @@ set -eu
 interval=${1:-1s}
 duration=${2:-20s}
 cd "$(dirname "$0")/../.."
-cargo build --quiet --release -p checkers --example scale
+[ -n "${NO_BUILD:-}" ] || cargo build --quiet --release -p checkers --example scale
 bin=target/release/examples/scale
 
 rows=""

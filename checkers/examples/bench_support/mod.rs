@@ -7,13 +7,19 @@ use std::time::Duration;
 
 /// User + system CPU seconds of this process so far (getrusage RUSAGE_SELF).
 pub fn cpu_seconds() -> f64 {
+    let (user, sys) = cpu_user_sys();
+    user + sys
+}
+
+/// User and system CPU seconds of this process so far, apart.
+pub fn cpu_user_sys() -> (f64, f64) {
     // SAFETY: an all-zero rusage is a valid value; getrusage only writes into it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: RUSAGE_SELF with a valid out pointer.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     assert_eq!(rc, 0, "getrusage");
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
+    (secs(usage.ru_utime), secs(usage.ru_stime))
 }
 
 /// A field of /proc/self/status ("VmHWM:", "VmRSS:") in MiB.
