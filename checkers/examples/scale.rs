@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p checkers --example scale -- \
-//!     --reals 1000 --interval 1s --duration 20s [--timeout 1s] [--threads 2]
+//!     --reals 1000 --interval 1s --duration 20s [--timeout 1s] [--threads 0]
 //! ```
 //!
 //! Figures, over the measured window after one interval of warm-up:
@@ -16,8 +16,9 @@
 //! - CPU seconds per 1,000 checks and cores used (getrusage RUSAGE_SELF user+sys
 //!   of this process over the window), peak RSS (VmHWM).
 //!
-//! The runtime is directord's: tokio multi-thread with 2 workers (`--threads N`;
-//! `--threads 0` for a current-thread runtime).
+//! The runtime is directord's: the checks run on a current-thread runtime of their
+//! own (`--threads 0`, the default; `--threads N` for a multi-thread runtime with N
+//! workers, to compare).
 //! The last line is tab-separated for `tests/bench/checkers-scale.sh`.
 //!
 //! Measured on an idle 2-core VM (interval 1 s, 20 s window; several runs):
@@ -52,7 +53,7 @@ fn main() {
     let interval = duration("--interval", "1s");
     let window = duration("--duration", "20s");
     let timeout = duration("--timeout", "1s");
-    let threads: usize = arg("--threads").and_then(|v| v.parse().ok()).unwrap_or(2);
+    let threads: usize = arg("--threads").and_then(|v| v.parse().ok()).unwrap_or(0);
     let nofile = raise_nofile(1 << 20);
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -71,7 +72,7 @@ fn main() {
         &[([127, 0, 0, 1], port).into()],
     );
 
-    // directord's runtime; `--threads 0`: a current-thread runtime instead.
+    // directord's: a current-thread runtime; `--threads N`: multi-thread to compare.
     let rt = if threads == 0 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
