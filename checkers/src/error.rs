@@ -30,4 +30,6 @@ pub enum Error {
     DnsName { name: String, message: String },
     #[error("bad check option: {message}")]
     Option { message: String },
+    #[error("cannot get random bytes from the system: {message}")]
+    Random { message: String },
 }

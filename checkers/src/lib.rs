@@ -21,6 +21,7 @@ pub mod nntp;
 pub mod pop;
 pub mod radius;
 pub mod runner;
+mod session;
 pub mod sip;
 pub mod smtp;
 pub mod spec;

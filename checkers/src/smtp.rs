@@ -20,23 +20,18 @@
 //!   that then closes without its 221, or does not answer QUIT in time, is still
 //!   up; one that answers QUIT with another code (421 "shutting down") is down.
 
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
 
+use crate::session::{Handshake, LineError, Session, Stop, down, shown, verdict};
 use crate::spec::{MAX_REPLY, Smtp};
-use crate::tcp::{io_reason, is_local_shortage};
+use crate::tcp::io_reason;
 use crate::{Error, Target, Verdict, tls};
 
 /// Bound on one reply line. RFC 5321 4.5.3.1.5 allows 512 bytes; servers are
 /// allowed some slack.
 const MAX_LINE: usize = 2048;
-/// How much of a reply's text a reason quotes.
-const SHOWN: usize = 120;
 
 pub(crate) struct Prepared {
     /// The EHLO argument; `None`: this host has no usable name, the address literal
@@ -170,18 +165,6 @@ impl Reply {
     }
 }
 
-fn shown(text: &str) -> String {
-    let mut s: String = text
-        .chars()
-        .take(SHOWN)
-        .flat_map(char::escape_default)
-        .collect();
-    if text.chars().count() > SHOWN {
-        s.push_str("...");
-    }
-    s
-}
-
 /// One reply line (without its line end) → code, whether more lines follow, text.
 fn parse_line(line: &[u8]) -> Result<(u16, bool, String), ()> {
     let (code, rest) = match line {
@@ -200,41 +183,16 @@ fn parse_line(line: &[u8]) -> Result<(u16, bool, String), ()> {
     Ok((code, more, String::from_utf8_lossy(text).into_owned()))
 }
 
-/// Why a session stopped short of up.
-#[derive(Debug)]
-enum Stop {
-    Down(String),
-    Checker(Error),
-}
-
-fn down<T>(reason: String) -> Result<T, Stop> {
-    Err(Stop::Down(reason))
-}
-
 pub(crate) async fn probe(p: &Prepared, spec: &Smtp, t: &Target) -> Result<Verdict, Error> {
-    let deadline = Instant::now() + t.timeout;
-    match session(p, spec, t, deadline).await {
-        Ok(()) => Ok(Verdict::Up),
-        Err(Stop::Down(reason)) => Ok(Verdict::Down(reason)),
-        Err(Stop::Checker(e)) => Err(e),
-    }
+    verdict(session(p, spec, t).await)
 }
 
-async fn session(p: &Prepared, spec: &Smtp, t: &Target, deadline: Instant) -> Result<(), Stop> {
-    let stream = connect(t, deadline).await?;
+async fn session(p: &Prepared, spec: &Smtp, t: &Target) -> Result<(), Stop> {
+    let mut conn = Conn::new(Session::connect(t, None).await?);
     let helo = match &p.helo {
         Some(helo) => helo.clone(),
-        None => {
-            let local = stream.local_addr().map_err(|source| {
-                Stop::Checker(Error::Socket {
-                    target: t.addr,
-                    source,
-                })
-            })?;
-            address_literal(local.ip())
-        }
+        None => address_literal(conn.io.local_addr().ip()),
     };
-    let mut conn = Conn::new(stream, t, deadline);
     conn.expect(Step::Greeting).await?;
     let ehlo = conn.command(&format!("EHLO {helo}"), Step::Ehlo).await?;
 
@@ -245,88 +203,48 @@ async fn session(p: &Prepared, spec: &Smtp, t: &Target, deadline: Instant) -> Re
         return down("server does not offer STARTTLS".to_owned());
     }
     conn.command("STARTTLS", Step::StartTls).await?;
-    if !conn.io.buffer().is_empty() {
-        return down("server sent data after its STARTTLS reply, before the handshake".to_owned());
-    }
     let name = tls::server_name(options, None, t.addr.ip()).map_err(Stop::Checker)?;
-    let tcp = conn.io.into_inner();
-    let tls = match timeout_at(deadline, connector.connect(name, tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return down(tls::describe_tls_error(&e)),
-        Err(_) => {
-            return down(format!(
-                "TLS: no handshake within {} ms",
-                t.timeout.as_millis()
-            ));
-        }
-    };
-    let mut conn = Conn::new(tls, t, deadline);
+    let mut conn = Conn::new(conn.io.upgrade(Handshake { connector, name }).await?);
     conn.command(&format!("EHLO {helo}"), Step::EhloTls).await?;
     conn.quit().await
 }
 
-/// Connects to `t.addr`, from `t.bind` when set.
-async fn connect(t: &Target, deadline: Instant) -> Result<TcpStream, Stop> {
-    let checker = |source| {
-        Stop::Checker(Error::Socket {
-            target: t.addr,
-            source,
-        })
-    };
-    let socket = match t.addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(checker)?;
-    if let Some(ip) = t.bind {
-        socket.bind(SocketAddr::new(ip, 0)).map_err(checker)?;
-    }
-    match timeout_at(deadline, socket.connect(t.addr)).await {
-        Ok(Ok(stream)) => {
-            // Commands are single small writes; do not let Nagle hold them.
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Ok(Err(e)) if is_local_shortage(&e) => Err(checker(e)),
-        Ok(Err(e)) => down(format!("connect {}: {}", t.addr, io_reason(&e))),
-        Err(_) => down(format!(
-            "connect {}: no answer within {} ms",
-            t.addr,
-            t.timeout.as_millis()
-        )),
-    }
-}
-
-/// The command/reply exchange over a plain or TLS stream.
-struct Conn<S> {
-    io: BufReader<S>,
-    deadline: Instant,
-    timeout_ms: u128,
+/// The command/reply exchange over a plain or TLS session.
+struct Conn {
+    io: Session,
 }
 
 /// How reading a reply can fail, before it is put as a reason.
 enum ReadError {
-    Closed,
-    Io(io::Error),
+    Line(LineError),
     NotSmtp(Vec<u8>),
     TooLong,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    fn new(stream: S, t: &Target, deadline: Instant) -> Conn<S> {
-        Conn {
-            io: BufReader::new(stream),
-            deadline,
-            timeout_ms: t.timeout.as_millis(),
+impl From<LineError> for ReadError {
+    fn from(e: LineError) -> ReadError {
+        match e {
+            LineError::TooLong => ReadError::TooLong,
+            other => ReadError::Line(other),
         }
+    }
+}
+
+impl Conn {
+    fn new(mut io: Session) -> Conn {
+        io.set_max_line(MAX_LINE);
+        Conn { io }
     }
 
     /// Sends `command` and reads the reply, which must have the step's code.
     async fn command(&mut self, command: &str, step: Step) -> Result<Reply, Stop> {
-        match timeout_at(self.deadline, self.send(command)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return down(format!("{}: {}", step.name(), io_reason(&e))),
-            Err(_) => return down(self.timed_out(step)),
+        match self.io.write_line(command).await {
+            Ok(()) => {}
+            Err(LineError::TimedOut) => return down(self.timed_out(step)),
+            Err(LineError::Io(e)) => return down(format!("{}: {}", step.name(), io_reason(&e))),
+            Err(e @ (LineError::Closed | LineError::TooLong)) => {
+                return down(self.io.write_reason(e, step.name()));
+            }
         }
         self.expect(step).await
     }
@@ -348,23 +266,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         ))
     }
 
-    async fn send(&mut self, command: &str) -> io::Result<()> {
-        let line = format!("{command}\r\n");
-        self.io.get_mut().write_all(line.as_bytes()).await?;
-        self.io.get_mut().flush().await
-    }
-
     /// QUIT at the end of a good session: only an explicit other reply than 221 is
     /// down (see the module doc).
     async fn quit(&mut self) -> Result<(), Stop> {
-        if !matches!(
-            timeout_at(self.deadline, self.send("QUIT")).await,
-            Ok(Ok(()))
-        ) {
+        if self.io.write_line("QUIT").await.is_err() {
             return Ok(());
         }
-        match timeout_at(self.deadline, self.read_reply()).await {
-            Ok(Ok(reply)) if reply.code != Step::Quit.expected() => down(format!(
+        match self.read_reply().await {
+            Ok(reply) if reply.code != Step::Quit.expected() => down(format!(
                 "QUIT answered {} (expected {})",
                 reply.code_and_text(),
                 Step::Quit.expected()
@@ -374,17 +283,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     fn timed_out(&self, step: Step) -> String {
-        format!("no {} within {} ms", step.awaited(), self.timeout_ms)
+        format!("no {} within {} ms", step.awaited(), self.io.timeout_ms())
     }
 
     async fn reply(&mut self, step: Step) -> Result<Reply, Stop> {
-        match timeout_at(self.deadline, self.read_reply()).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(ReadError::Closed)) => {
+        match self.read_reply().await {
+            Ok(reply) => Ok(reply),
+            Err(ReadError::Line(LineError::Closed)) => {
                 down(format!("connection closed before the {}", step.awaited()))
             }
-            Ok(Err(ReadError::Io(e))) => down(format!("{}: {}", step.name(), io_reason(&e))),
-            Ok(Err(ReadError::NotSmtp(line))) => {
+            Err(ReadError::Line(LineError::Io(e))) => {
+                down(format!("{}: {}", step.name(), io_reason(&e)))
+            }
+            Err(ReadError::Line(LineError::TimedOut)) => down(self.timed_out(step)),
+            Err(ReadError::NotSmtp(line)) => {
                 let line = String::from_utf8_lossy(&line);
                 down(format!(
                     "{} is not SMTP: \"{}\"",
@@ -392,11 +304,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     shown(line.trim_end())
                 ))
             }
-            Ok(Err(ReadError::TooLong)) => down(format!(
+            Err(ReadError::Line(LineError::TooLong) | ReadError::TooLong) => down(format!(
                 "{} too long (over {MAX_LINE} bytes a line or {MAX_REPLY} in all)",
                 step.awaited()
             )),
-            Err(_) => down(self.timed_out(step)),
         }
     }
 
@@ -405,46 +316,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut total = 0;
         let mut code = None;
         loop {
-            let line = self.read_line().await?;
-            total += line.len();
+            let line = self.io.read_line().await?;
+            // The line end counts too.
+            total += line.len() + 2;
             if total > MAX_REPLY {
                 return Err(ReadError::TooLong);
             }
-            let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
-            let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
-            let Ok((this, more, text)) = parse_line(trimmed) else {
-                return Err(ReadError::NotSmtp(trimmed.to_vec()));
+            let Ok((this, more, text)) = parse_line(&line) else {
+                return Err(ReadError::NotSmtp(line));
             };
             if code.is_some_and(|c| c != this) {
-                return Err(ReadError::NotSmtp(trimmed.to_vec()));
+                return Err(ReadError::NotSmtp(line));
             }
             code = Some(this);
             lines.push(text);
             if !more {
                 return Ok(Reply { code: this, lines });
-            }
-        }
-    }
-
-    /// One line including its `\n`; at most [`MAX_LINE`] bytes.
-    async fn read_line(&mut self) -> Result<Vec<u8>, ReadError> {
-        let mut line = Vec::new();
-        loop {
-            let buf = self.io.fill_buf().await.map_err(ReadError::Io)?;
-            if buf.is_empty() {
-                return Err(ReadError::Closed);
-            }
-            let (taken, done) = match buf.iter().position(|&b| b == b'\n') {
-                Some(i) => (i + 1, true),
-                None => (buf.len(), false),
-            };
-            line.extend_from_slice(&buf[..taken]);
-            self.io.consume(taken);
-            if line.len() > MAX_LINE {
-                return Err(ReadError::TooLong);
-            }
-            if done {
-                return Ok(line);
             }
         }
     }
@@ -499,7 +386,7 @@ mod tests {
         };
         assert_eq!(
             long.code_and_text(),
-            format!("554 {}...", "x".repeat(SHOWN))
+            format!("554 {}...", "x".repeat(crate::session::SHOWN))
         );
         let ctl = Reply {
             code: 554,
