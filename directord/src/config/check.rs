@@ -600,7 +600,6 @@ fn status_set(c: &mut Collector<'_>, v: &S<toml::Value>) -> Vec<RangeInclusive<u
     out
 }
 
-
 /// `tls` of a line protocol: "none", "implicit" or "starttls"; the `…s` type names
 /// (ftps, imaps, pops, nntps, ldaps) mean implicit. TLS options become allowed
 /// when TLS is on.
