@@ -17,8 +17,10 @@
 //! The plain HTTP real servers listen on 0.0.0.0:PORT so that every 127.1.x.y
 //! address reaches them; the HTTPS one on 127.0.0.1 only.
 
-#[path = "../tests/http_support/mod.rs"]
-mod http_support;
+#[path = "../tests/nginx/mod.rs"]
+mod nginx;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 mod bench_support;
 
@@ -31,7 +33,10 @@ use std::time::{Duration, Instant};
 use bench_support::{arg, cpu_seconds, real_ip, status_mib};
 use checkers::spec::Tls;
 use checkers::{Probe, Verdict};
-use http_support::{Nginx, Pki, free_port, http_check};
+use nginx::Nginx;
+use support::check::http_check;
+use support::daemon::free_port;
+use support::pki::Pki;
 
 const TLS_NAME: &str = "bench.test";
 

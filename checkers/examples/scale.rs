@@ -28,8 +28,10 @@
 //! loopback includes the server side's SYN, accept and wake-up work for every
 //! segment the checker sends), 21-29 MiB.
 
-#[path = "../tests/http_support/mod.rs"]
-mod http_support;
+#[path = "../tests/nginx/mod.rs"]
+mod nginx;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 mod bench_support;
 
@@ -40,7 +42,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bench_support::{arg, cpu_user_sys, parse_duration, raise_nofile, real_ip, status_mib};
 use checkers::runner::{self, Job, Key, Outcome, RunnerConfig};
-use http_support::{Nginx, free_port, http_check};
+use nginx::Nginx;
+use support::check::http_check;
+use support::daemon::free_port;
 
 fn main() {
     let reals: usize = arg("--reals").and_then(|v| v.parse().ok()).unwrap_or(1000);

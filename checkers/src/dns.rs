@@ -27,16 +27,16 @@
 //!   dots optional (SRV `10 5 443 www.example.org.`).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
-use crate::tcp::{io_reason, is_local_shortage};
-use crate::{Error, Target, Verdict, spec::Dns, spec::QueryType};
+use crate::tcp::{self, ConnectError, io_reason};
+use crate::udp::Udp;
+use crate::{Error, Stop, Target, Verdict, spec::Dns, spec::QueryType};
 
 /// Header length, and the place of the flag bits read before a full parse.
 const HEADER_LEN: usize = 12;
@@ -293,70 +293,37 @@ fn malformed(what: String) -> Verdict {
     Verdict::Down(format!("malformed DNS response: {what}"))
 }
 
-fn local(t: &Target) -> SocketAddr {
-    let ip = t.bind.unwrap_or(match t.addr {
-        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    });
-    SocketAddr::new(ip, 0)
-}
-
 pub(crate) async fn probe(p: &Prepared, spec: &Dns, t: &Target) -> Result<Verdict, Error> {
     let _ = spec; // everything needed was prepared
-    let deadline = Instant::now() + t.timeout;
-    let no_answer = || Verdict::Down(format!("no DNS answer within {} ms", t.timeout.as_millis()));
-    let socket_error = |source| Error::Socket {
-        target: t.addr,
-        source,
-    };
-
-    let socket = UdpSocket::bind(local(t)).await.map_err(socket_error)?;
-    match socket.connect(t.addr).await {
-        Ok(()) => {}
-        Err(e) if is_local_shortage(&e) => return Err(socket_error(e)),
-        Err(e) => {
-            return Ok(Verdict::Down(format!(
-                "connect {}: {}",
-                t.addr,
-                io_reason(&e)
-            )));
-        }
-    }
-    let (id, query) = p.query()?;
-    match timeout_at(deadline, socket.send(&query)).await {
-        Err(_) => return Ok(no_answer()),
-        Ok(Err(e)) => return Ok(udp_error(&e, t)),
-        Ok(Ok(_)) => {}
-    }
-    let mut buf = vec![0u8; MAX_UDP];
-    loop {
-        let n = match timeout_at(deadline, socket.recv(&mut buf)).await {
-            Err(_) => return Ok(no_answer()),
-            Ok(Err(e)) => return Ok(udp_error(&e, t)),
-            Ok(Ok(n)) => n,
-        };
-        match p.reply(id, &buf[..n], Transport::Udp) {
-            Reply::Ignore => continue,
-            Reply::Done(v) => return Ok(v),
-            Reply::Truncated => break,
-        }
-    }
-    drop(socket);
-    over_tcp(p, t, deadline).await
+    attempt(p, t).await.or_else(Stop::into_verdict)
 }
 
-/// An error from the connected UDP socket: ICMP errors from the real server's side
-/// arrive this way.
-fn udp_error(e: &io::Error, t: &Target) -> Verdict {
-    if e.kind() == io::ErrorKind::ConnectionRefused {
-        Verdict::Down(format!("UDP port {} unreachable", t.addr.port()))
-    } else {
-        Verdict::Down(format!("{}: {}", t.addr, io_reason(e)))
+async fn attempt(p: &Prepared, t: &Target) -> Result<Verdict, Stop> {
+    let deadline = Instant::now() + t.timeout;
+    let udp = Udp::connect(t).await?;
+    let (id, query) = p.query()?;
+    let no_answer = || format!("no DNS answer within {} ms", t.timeout.as_millis());
+    // `Some(None)`: truncated, asked again over TCP.
+    let answer = udp
+        .exchange(&query, MAX_UDP, deadline, no_answer, |datagram| {
+            match p.reply(id, datagram, Transport::Udp) {
+                Reply::Ignore => None,
+                Reply::Done(v) => Some(Some(v)),
+                Reply::Truncated => Some(None),
+            }
+        })
+        .await?;
+    match answer {
+        Some(v) => Ok(v),
+        None => {
+            drop(udp);
+            over_tcp(p, t, deadline).await
+        }
     }
 }
 
 /// The query again over TCP, after a truncated UDP answer.
-async fn over_tcp(p: &Prepared, t: &Target, deadline: Instant) -> Result<Verdict, Error> {
+async fn over_tcp(p: &Prepared, t: &Target, deadline: Instant) -> Result<Verdict, Stop> {
     let failed = |what: String| Ok(Verdict::Down(format!("truncated, and TCP failed: {what}")));
     let no_answer = || {
         Ok(Verdict::Down(format!(
@@ -364,23 +331,11 @@ async fn over_tcp(p: &Prepared, t: &Target, deadline: Instant) -> Result<Verdict
             t.timeout.as_millis()
         )))
     };
-    let socket_error = |source| Error::Socket {
-        target: t.addr,
-        source,
-    };
-    let socket = match t.addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(socket_error)?;
-    if t.bind.is_some() {
-        socket.bind(local(t)).map_err(socket_error)?;
-    }
-    let mut stream = match timeout_at(deadline, socket.connect(t.addr)).await {
-        Err(_) => return no_answer(),
-        Ok(Err(e)) if is_local_shortage(&e) => return Err(socket_error(e)),
-        Ok(Err(e)) => return failed(io_reason(&e)),
-        Ok(Ok(s)) => s,
+    let mut stream = match tcp::connect_from(t.addr, t.bind, deadline).await {
+        Ok(s) => s,
+        Err(ConnectError::Local(e)) => return Err(Stop::Checker(e)),
+        Err(ConnectError::Failed(e)) => return failed(io_reason(&e)),
+        Err(ConnectError::TimedOut) => return no_answer(),
     };
     let (id, query) = p.query()?;
     // The query is a few hundred bytes at most: its length fits the prefix.

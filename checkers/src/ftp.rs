@@ -26,33 +26,24 @@
 //! - The file is read up to [`MAX_BODY`] bytes; a longer file is matched on its
 //!   first [`MAX_BODY`] bytes and the transfer is not waited for.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
 
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
-use tokio_rustls::TlsConnector;
 
-use crate::session::{self, Handshake, LineError, Session, Stop, down, shown};
-use crate::spec::{Ftp, MAX_BODY, MAX_REPLY, TlsMode};
-use crate::tcp::{io_reason, is_local_shortage};
-use crate::{Error, Target, Verdict, tls};
+use crate::session::{self, LineError, Session, fits_a_line, shown};
+use crate::spec::{Ftp, MAX_BODY, MAX_REPLY};
+use crate::tcp::{self, io_reason};
+use crate::tls::{self, Handshake, Handshakes};
+use crate::{Error, Stop, Target, Verdict, down};
 
 /// The anonymous login (RFC 1635), used when the check has none.
 const ANONYMOUS: (&str, &str) = ("anonymous", "directord@");
 
+#[derive(Debug)]
 pub(crate) struct Prepared {
-    tls: Option<TlsConnector>,
-}
-
-impl std::fmt::Debug for Prepared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prepared")
-            .field("tls", &self.tls.is_some())
-            .finish()
-    }
+    tls: Option<tls::Client>,
 }
 
 impl Prepared {
@@ -81,69 +72,40 @@ impl Prepared {
             }
             _ => {}
         }
-        let tls = match spec.tls.tls() {
-            Some(options) => {
-                // A bad server_name is a config problem: report it now, not per attempt.
-                tls::server_name(options, None, IpAddr::V4(Ipv4Addr::LOCALHOST))?;
-                Some(tls::connector(options)?)
-            }
-            None => None,
-        };
+        let tls = tls::client(spec.tls.tls())?;
         Ok(Prepared { tls })
     }
 }
 
-/// Whether `s` can go on a command line as it is.
-fn fits_a_line(s: &str) -> bool {
-    !s.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
-}
-
 pub(crate) async fn probe(p: &Prepared, spec: &Ftp, t: &Target) -> Result<Verdict, Error> {
-    let verdict = session::verdict(ftp_session(p, spec, t).await)?;
-    Ok(match (verdict, &spec.login) {
-        // A server may quote what it got; the password must not reach the reason.
-        (Verdict::Down(reason), Some(login)) if !login.password.expose().is_empty() => {
-            Verdict::Down(reason.replace(login.password.expose(), "<password>"))
-        }
-        (verdict, _) => verdict,
-    })
-}
-
-/// The TLS client of one attempt: the check's, or for a retrieval over TLS one
-/// that can resume the control connection's session on the data connection.
-fn attempt_connector(p: &Prepared, spec: &Ftp) -> Option<TlsConnector> {
-    let connector = p.tls.as_ref()?;
-    if spec.retrieve.is_none() {
-        return Some(connector.clone());
-    }
-    let mut config = rustls::ClientConfig::clone(connector.config());
-    config.resumption = rustls::client::Resumption::in_memory_sessions(4);
-    Some(TlsConnector::from(Arc::new(config)))
+    // A server may quote what it got; the password must not reach the reason.
+    let password = spec.login.as_ref().map_or("", |l| l.password.expose());
+    session::verdict_redacted(ftp_session(p, spec, t).await, password)
 }
 
 async fn ftp_session(p: &Prepared, spec: &Ftp, t: &Target) -> Result<(), Stop> {
     // The session keeps its own deadline from the same budget; this one bounds the
     // data connection.
     let deadline = Instant::now() + t.timeout;
-    let connector = attempt_connector(p, spec);
-    let tls = match (&spec.tls, &connector) {
-        (TlsMode::None, _) | (_, None) => None,
-        (TlsMode::Implicit(options) | TlsMode::StartTls(options), Some(connector)) => Some((
-            connector,
-            tls::server_name(options, None, t.addr.ip()).map_err(Stop::Checker)?,
-        )),
-    };
+    // A retrieval over TLS: the data connection's handshake resumes the control
+    // connection's session.
+    let resuming = p
+        .tls
+        .as_ref()
+        .filter(|_| spec.retrieve.is_some())
+        .map(tls::Client::resuming);
+    let client = resuming.as_ref().or(p.tls.as_ref());
+    let Handshakes { implicit, starttls } = tls::handshakes(&spec.tls, client, t.addr.ip());
+    let data_tls = implicit.clone().or_else(|| starttls.clone());
 
-    let implicit = matches!(spec.tls, TlsMode::Implicit(_));
-    let mut s = Session::connect(t, tls.as_ref().filter(|_| implicit).map(handshake)).await?;
+    let mut s = Session::connect(t, implicit).await?;
     expect(&mut s, Step::Greeting, &[220]).await?;
-    if let (TlsMode::StartTls(_), Some(tls)) = (&spec.tls, &tls) {
+    if let Some(handshake) = starttls {
         command(&mut s, "AUTH TLS", Step::AuthTls, &[234]).await?;
-        s = s.upgrade(handshake(tls)).await?;
+        s = s.upgrade(handshake).await?;
     }
     login(&mut s, spec).await?;
     if let Some(path) = &spec.retrieve {
-        let data_tls = tls.as_ref().map(handshake);
         if data_tls.is_some() {
             command(&mut s, "PBSZ 0", Step::Pbsz, &[200]).await?;
             command(&mut s, "PROT P", Step::Prot, &[200]).await?;
@@ -195,14 +157,6 @@ async fn login(s: &mut Session, spec: &Ftp) -> Result<(), Stop> {
             reply.code_and_text()
         )),
         _ => down(format!("login rejected: {}", reply.code_and_text())),
-    }
-}
-
-/// The TLS client and name of an attempt, as a handshake to make.
-fn handshake<'a>((connector, name): &(&'a TlsConnector, ServerName<'static>)) -> Handshake<'a> {
-    Handshake {
-        connector,
-        name: name.clone(),
     }
 }
 
@@ -356,29 +310,9 @@ async fn connect_data(
     deadline: Instant,
 ) -> Result<TcpStream, Stop> {
     let addr = SocketAddr::new(t.addr.ip(), port);
-    let checker = |source| {
-        Stop::Checker(Error::Socket {
-            target: addr,
-            source,
-        })
-    };
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(checker)?;
-    socket
-        .bind(SocketAddr::new(s.local_addr().ip(), 0))
-        .map_err(checker)?;
-    match timeout_at(deadline, socket.connect(addr)).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) if is_local_shortage(&e) => Err(checker(e)),
-        Ok(Err(e)) => down(format!("data connection to {addr}: {}", io_reason(&e))),
-        Err(_) => down(format!(
-            "data connection to {addr}: no answer within {} ms",
-            s.timeout_ms()
-        )),
-    }
+    tcp::connect_from(addr, Some(s.local_addr().ip()), deadline)
+        .await
+        .map_err(|e| e.stop(format_args!("data connection to {addr}"), t.timeout))
 }
 
 /// The file until the server closes the data connection, or its first
@@ -603,7 +537,7 @@ fn ends_reply(line: &[u8], code: u16) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Login, Pattern, Secret};
+    use crate::spec::{Login, Pattern, Secret, TlsMode};
 
     #[test]
     fn reply_lines() {

@@ -23,24 +23,15 @@
 //!   tagged OK, or does not answer in time, is still up; one that answers NO or BAD
 //!   is down.
 
-use tokio_rustls::TlsConnector;
-
-use crate::session::{Handshake, Session, Stop, down, shown, shown_bytes, verdict};
-use crate::spec::{Imap, Login, MAX_REPLY, TlsMode};
-use crate::{Error, Target, Verdict, tls};
+use crate::session::{Session, fits_a_line, shown, shown_bytes};
+use crate::spec::{Imap, Login, MAX_REPLY};
+use crate::tls::{self, Handshakes};
+use crate::{Error, Stop, Target, Verdict, down, verdict};
 
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    /// With TLS (implicit or STARTTLS): the connector, built once.
-    tls: Option<Connector>,
-}
-
-struct Connector(TlsConnector);
-
-impl std::fmt::Debug for Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TlsConnector")
-    }
+    /// With TLS (implicit or STARTTLS): the client, built once.
+    tls: Option<tls::Client>,
 }
 
 impl Prepared {
@@ -49,14 +40,7 @@ impl Prepared {
             check_quotable("user", &login.user)?;
             check_quotable("password", login.password.expose())?;
         }
-        let tls = match spec.tls.tls() {
-            Some(options) => {
-                // A bad server_name is a config problem: report it now, not per attempt.
-                tls::server_name(options, None, std::net::Ipv4Addr::LOCALHOST.into())?;
-                Some(Connector(tls::connector(options)?))
-            }
-            None => None,
-        };
+        let tls = tls::client(spec.tls.tls())?;
         Ok(Prepared { tls })
     }
 }
@@ -64,7 +48,7 @@ impl Prepared {
 /// A quoted string cannot hold CR, LF or NUL (RFC 9051 `quoted`); the value itself
 /// is not shown (it may be the password).
 fn check_quotable(what: &str, value: &str) -> Result<(), Error> {
-    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+    if !fits_a_line(value) {
         return Err(Error::Option {
             message: format!(
                 "the IMAP {what} contains a line break or NUL, which LOGIN cannot send"
@@ -93,23 +77,13 @@ pub(crate) async fn probe(p: &Prepared, spec: &Imap, t: &Target) -> Result<Verdi
 }
 
 async fn session(p: &Prepared, spec: &Imap, t: &Target) -> Result<(), Stop> {
-    let handshake = |options| -> Result<Handshake<'_>, Stop> {
-        let Some(Connector(connector)) = &p.tls else {
-            unreachable!("Prepared::new builds a connector for every TLS mode");
-        };
-        let name = tls::server_name(options, None, t.addr.ip()).map_err(Stop::Checker)?;
-        Ok(Handshake { connector, name })
-    };
-    let implicit = match &spec.tls {
-        TlsMode::Implicit(options) => Some(handshake(options)?),
-        TlsMode::None | TlsMode::StartTls(_) => None,
-    };
+    let Handshakes { implicit, starttls } = tls::handshakes(&spec.tls, p.tls.as_ref(), t.addr.ip());
     let mut conn = Conn::new(Session::connect(t, implicit).await?);
     let greeting = conn.greeting().await?;
     let preauth = greeting.preauth;
     let mut capabilities = greeting.capabilities;
 
-    if let TlsMode::StartTls(options) = &spec.tls {
+    if let Some(handshake) = starttls {
         if preauth {
             return down("greeting is PREAUTH: no STARTTLS possible".to_owned());
         }
@@ -122,7 +96,7 @@ async fn session(p: &Prepared, spec: &Imap, t: &Target) -> Result<(), Stop> {
         }
         conn.command("STARTTLS", "STARTTLS", "answered").await?;
         conn = Conn {
-            io: conn.io.upgrade(handshake(options)?).await?,
+            io: conn.io.upgrade(handshake).await?,
             ..conn
         };
         // What the server listed before TLS no longer holds (RFC 3501 6.2.1).
@@ -381,7 +355,7 @@ fn literal_len(line: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    use crate::spec::Secret;
+    use crate::spec::{Secret, TlsMode};
 
     #[test]
     fn quoting() {

@@ -30,17 +30,15 @@
 //!   through [`shown`], with the password blotted out should a server echo it.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout_at};
-use tokio_rustls::TlsConnector;
 
-use crate::session::{Stop, Stream, down, shown, verdict};
-use crate::spec::{Ldap, LdapScope, MAX_REPLY, TlsMode};
-use crate::tcp::{io_reason, is_local_shortage};
-use crate::{Error, Target, Verdict, tls};
+use crate::session::{Stream, redact, shown};
+use crate::spec::{Ldap, LdapScope, MAX_REPLY};
+use crate::tcp::{self, io_reason};
+use crate::tls::{self, Handshakes};
+use crate::{Error, Stop, Target, Verdict, down, verdict};
 
 /// The StartTLS extended operation (RFC 4511 4.14.1).
 const STARTTLS_OID: &str = "1.3.6.1.4.1.1466.20037";
@@ -52,15 +50,15 @@ const MAX_FILTER_DEPTH: usize = 32;
 pub(crate) struct Prepared {
     /// The search filter, BER-encoded once.
     filter: Vec<u8>,
-    /// With TLS (implicit or StartTLS): the connector, built once.
-    tls: Option<TlsConnector>,
+    /// With TLS (implicit or StartTLS): the client, built once.
+    tls: Option<tls::Client>,
 }
 
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prepared")
             .field("filter_len", &self.filter.len())
-            .field("tls", &self.tls.is_some())
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -82,14 +80,7 @@ impl Prepared {
                 ),
             });
         }
-        let tls = match spec.tls.tls() {
-            Some(options) => {
-                // A bad server_name is a config problem: report it now, not per attempt.
-                tls::server_name(options, None, IpAddr::V4(Ipv4Addr::LOCALHOST))?;
-                Some(tls::connector(options)?)
-            }
-            None => None,
-        };
+        let tls = tls::client(spec.tls.tls())?;
         Ok(Prepared { filter, tls })
     }
 }
@@ -100,26 +91,27 @@ pub(crate) async fn probe(p: &Prepared, spec: &Ldap, t: &Target) -> Result<Verdi
 }
 
 async fn session(p: &Prepared, spec: &Ldap, t: &Target, deadline: Instant) -> Result<(), Stop> {
-    let tcp = connect(t, deadline).await?;
+    let tcp = tcp::connect(t, deadline).await?;
     let secret = spec.bind.as_ref().map_or("", |b| b.password.expose());
-    let mut conn = match (&spec.tls, &p.tls) {
-        (TlsMode::Implicit(options), Some(connector)) => {
-            let tls = handshake(connector, options, tcp, t, deadline).await?;
+    let Handshakes { implicit, starttls } = tls::handshakes(&spec.tls, p.tls.as_ref(), t.addr.ip());
+    let mut conn = match (implicit, starttls) {
+        (Some(handshake), _) => {
+            let tls = tls::handshake(tcp, handshake, deadline, t.timeout).await?;
             Conn::new(Stream::Tls(Box::new(tls)), t, deadline, secret)
         }
-        (TlsMode::StartTls(options), Some(connector)) => {
+        (None, Some(handshake)) => {
             let mut plain = Conn::new(Stream::Plain(tcp), t, deadline, secret);
             plain.start_tls().await?;
             let Stream::Plain(tcp) = plain.io.into_inner() else {
                 unreachable!("the connection is plain until the handshake");
             };
-            let tls = handshake(connector, options, tcp, t, deadline).await?;
+            let tls = tls::handshake(tcp, handshake, deadline, t.timeout).await?;
             Conn {
                 next_id: plain.next_id,
                 ..Conn::new(Stream::Tls(Box::new(tls)), t, deadline, secret)
             }
         }
-        _ => Conn::new(Stream::Plain(tcp), t, deadline, secret),
+        (None, None) => Conn::new(Stream::Plain(tcp), t, deadline, secret),
     };
     let outcome = match conn.bind(spec).await {
         Ok(()) => conn.search(p, spec).await,
@@ -134,64 +126,7 @@ async fn session(p: &Prepared, spec: &Ldap, t: &Target, deadline: Instant) -> Re
 /// What the server said, for a reason: [`shown`], with the password blotted out
 /// should the server echo it.
 fn quoted(text: &str, secret: &str) -> String {
-    if secret.is_empty() || !text.contains(secret) {
-        return shown(text);
-    }
-    shown(&text.replace(secret, "<password>"))
-}
-
-/// Connects to `t.addr`, from `t.bind` when set; the reasons are those of the TCP
-/// check.
-async fn connect(t: &Target, deadline: Instant) -> Result<TcpStream, Stop> {
-    let checker = |source| {
-        Stop::Checker(Error::Socket {
-            target: t.addr,
-            source,
-        })
-    };
-    let socket = if t.addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(checker)?;
-    if let Some(ip) = t.bind {
-        socket
-            .bind(std::net::SocketAddr::new(ip, 0))
-            .map_err(checker)?;
-    }
-    match timeout_at(deadline, socket.connect(t.addr)).await {
-        Ok(Ok(stream)) => {
-            // Each request is one small write; do not let Nagle hold it.
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Ok(Err(e)) if is_local_shortage(&e) => Err(checker(e)),
-        Ok(Err(e)) => down(format!("connect {}: {}", t.addr, io_reason(&e))),
-        Err(_) => down(format!(
-            "connect {}: no answer within {} ms",
-            t.addr,
-            t.timeout.as_millis()
-        )),
-    }
-}
-
-async fn handshake(
-    connector: &TlsConnector,
-    options: &crate::spec::Tls,
-    tcp: TcpStream,
-    t: &Target,
-    deadline: Instant,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Stop> {
-    let name = tls::server_name(options, None, t.addr.ip()).map_err(Stop::Checker)?;
-    match timeout_at(deadline, connector.connect(name, tcp)).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => down(tls::describe_tls_error(&e)),
-        Err(_) => down(format!(
-            "TLS: no handshake within {} ms",
-            t.timeout.as_millis()
-        )),
-    }
+    shown(&redact(text, secret))
 }
 
 /// The steps that wait for an answer, for the reasons.
@@ -1127,6 +1062,8 @@ mod filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::spec::TlsMode;
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())

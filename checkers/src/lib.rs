@@ -28,6 +28,7 @@ pub mod spec;
 pub mod sql;
 pub mod tcp;
 pub(crate) mod tls;
+mod udp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -42,6 +43,41 @@ pub enum Verdict {
     /// The real server failed the check; the reason is for the operator
     /// ("connect: connection refused", "status 503, expected 200-299").
     Down(String),
+}
+
+/// Why an attempt stopped short of [`Verdict::Up`].
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The real server failed the check.
+    Down(String),
+    /// The checker itself could not work.
+    Checker(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Stop {
+        Stop::Checker(e)
+    }
+}
+
+impl Stop {
+    /// As the probe returns it: a down real server is a verdict, a checker that
+    /// cannot work an error.
+    pub(crate) fn into_verdict(self) -> Result<Verdict, Error> {
+        match self {
+            Stop::Down(reason) => Ok(Verdict::Down(reason)),
+            Stop::Checker(e) => Err(e),
+        }
+    }
+}
+
+pub(crate) fn down<T>(reason: String) -> Result<T, Stop> {
+    Err(Stop::Down(reason))
+}
+
+/// The outcome of an attempt as the probe returns it.
+pub(crate) fn verdict(outcome: Result<(), Stop>) -> Result<Verdict, Error> {
+    outcome.map_or_else(Stop::into_verdict, |()| Ok(Verdict::Up))
 }
 
 /// Where and how long one attempt may take; given to each protocol.

@@ -13,24 +13,14 @@
 //! - Responses are single lines (none of these commands has a multi-line
 //!   response), bounded by the session's line bound.
 
-use std::net::{IpAddr, Ipv4Addr};
+use crate::session::{Session, shown, shown_bytes};
+use crate::spec::Nntp;
+use crate::tls::{self, Handshakes};
+use crate::{Error, Stop, Target, Verdict, down, verdict};
 
-use tokio_rustls::TlsConnector;
-
-use crate::session::{self, Handshake, Session, Stop, down, shown, shown_bytes};
-use crate::spec::{Nntp, TlsMode};
-use crate::{Error, Target, Verdict, tls};
-
+#[derive(Debug)]
 pub(crate) struct Prepared {
-    tls: Option<TlsConnector>,
-}
-
-impl std::fmt::Debug for Prepared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prepared")
-            .field("tls", &self.tls.is_some())
-            .finish()
-    }
+    tls: Option<tls::Client>,
 }
 
 impl Prepared {
@@ -44,14 +34,7 @@ impl Prepared {
                 ),
             });
         }
-        let tls = match spec.tls.tls() {
-            Some(options) => {
-                // A bad server_name is a config problem: report it now, not per attempt.
-                tls::server_name(options, None, IpAddr::V4(Ipv4Addr::LOCALHOST))?;
-                Some(tls::connector(options)?)
-            }
-            None => None,
-        };
+        let tls = tls::client(spec.tls.tls())?;
         Ok(Prepared { tls })
     }
 }
@@ -64,22 +47,11 @@ fn is_group_name(name: &str) -> bool {
 }
 
 pub(crate) async fn probe(p: &Prepared, spec: &Nntp, t: &Target) -> Result<Verdict, Error> {
-    session::verdict(nntp_session(p, spec, t).await)
+    verdict(nntp_session(p, spec, t).await)
 }
 
 async fn nntp_session(p: &Prepared, spec: &Nntp, t: &Target) -> Result<(), Stop> {
-    let handshake = match (spec.tls.tls(), &p.tls) {
-        (Some(options), Some(connector)) => Some(Handshake {
-            connector,
-            name: tls::server_name(options, None, t.addr.ip()).map_err(Stop::Checker)?,
-        }),
-        _ => None,
-    };
-    let (implicit, mut upgrade) = match spec.tls {
-        TlsMode::Implicit(_) => (handshake, None),
-        TlsMode::StartTls(_) => (None, handshake),
-        TlsMode::None => (None, None),
-    };
+    let Handshakes { implicit, starttls } = tls::handshakes(&spec.tls, p.tls.as_ref(), t.addr.ip());
     let mut s = Session::connect(t, implicit).await?;
     let greeting = response(&mut s, "greeting").await?;
     if !matches!(greeting.code, 200 | 201) {
@@ -88,7 +60,7 @@ async fn nntp_session(p: &Prepared, spec: &Nntp, t: &Target) -> Result<(), Stop>
             greeting.code_and_text()
         ));
     }
-    if let Some(handshake) = upgrade.take() {
+    if let Some(handshake) = starttls {
         command(&mut s, "STARTTLS", "STARTTLS", &[382]).await?;
         s = s.upgrade(handshake).await?;
     }
@@ -200,6 +172,8 @@ async fn quit(s: &mut Session) -> Result<(), Stop> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::spec::TlsMode;
 
     #[test]
     fn responses() {

@@ -12,24 +12,15 @@
 //! - QUIT: once the rest went well, a server that closes without its `+OK`, or does
 //!   not answer in time, is still up; one that answers `-ERR` is down.
 
-use tokio_rustls::TlsConnector;
-
-use crate::session::{Handshake, Session, Stop, down, shown_bytes, verdict};
-use crate::spec::{Login, Pop, TlsMode};
-use crate::{Error, Target, Verdict, tls};
+use crate::session::{Session, fits_a_line, shown_bytes};
+use crate::spec::{Login, Pop};
+use crate::tls::{self, Handshakes};
+use crate::{Error, Stop, Target, Verdict, down, verdict};
 
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    /// With TLS (implicit or STLS): the connector, built once.
-    tls: Option<Connector>,
-}
-
-struct Connector(TlsConnector);
-
-impl std::fmt::Debug for Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TlsConnector")
-    }
+    /// With TLS (implicit or STLS): the client, built once.
+    tls: Option<tls::Client>,
 }
 
 impl Prepared {
@@ -38,14 +29,7 @@ impl Prepared {
             check_argument("user", &login.user)?;
             check_argument("password", login.password.expose())?;
         }
-        let tls = match spec.tls.tls() {
-            Some(options) => {
-                // A bad server_name is a config problem: report it now, not per attempt.
-                tls::server_name(options, None, std::net::Ipv4Addr::LOCALHOST.into())?;
-                Some(Connector(tls::connector(options)?))
-            }
-            None => None,
-        };
+        let tls = tls::client(spec.tls.tls())?;
         Ok(Prepared { tls })
     }
 }
@@ -53,7 +37,7 @@ impl Prepared {
 /// A command argument cannot hold CR, LF or NUL; the value itself is not shown (it
 /// may be the password).
 fn check_argument(what: &str, value: &str) -> Result<(), Error> {
-    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+    if !fits_a_line(value) {
         return Err(Error::Option {
             message: format!("the POP3 {what} contains a line break or NUL, which cannot be sent"),
         });
@@ -66,25 +50,15 @@ pub(crate) async fn probe(p: &Prepared, spec: &Pop, t: &Target) -> Result<Verdic
 }
 
 async fn session(p: &Prepared, spec: &Pop, t: &Target) -> Result<(), Stop> {
-    let handshake = |options| -> Result<Handshake<'_>, Stop> {
-        let Some(Connector(connector)) = &p.tls else {
-            unreachable!("Prepared::new builds a connector for every TLS mode");
-        };
-        let name = tls::server_name(options, None, t.addr.ip()).map_err(Stop::Checker)?;
-        Ok(Handshake { connector, name })
-    };
-    let implicit = match &spec.tls {
-        TlsMode::Implicit(options) => Some(handshake(options)?),
-        TlsMode::None | TlsMode::StartTls(_) => None,
-    };
+    let Handshakes { implicit, starttls } = tls::handshakes(&spec.tls, p.tls.as_ref(), t.addr.ip());
     let mut io = Session::connect(t, implicit).await?;
     match reply(&mut io, "greeting").await? {
         Reply::Ok => {}
         Reply::Err(text) => return down(format!("greeting: -ERR {text}")),
     }
-    if let TlsMode::StartTls(options) = &spec.tls {
+    if let Some(handshake) = starttls {
         command(&mut io, "STLS", "STLS", "answered").await?;
-        io = io.upgrade(handshake(options)?).await?;
+        io = io.upgrade(handshake).await?;
     }
     if let Some(login) = &spec.login {
         user_pass(&mut io, login).await?;
@@ -155,7 +129,7 @@ fn parse(line: &[u8]) -> Option<Reply> {
 mod tests {
     use super::*;
 
-    use crate::spec::Secret;
+    use crate::spec::{Secret, TlsMode};
 
     #[test]
     fn replies() {

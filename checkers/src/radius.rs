@@ -25,19 +25,17 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 
 use hmac::{Hmac, Mac as _};
 use md5::{Digest as _, Md5};
-use tokio::net::UdpSocket;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 use crate::session::shown_bytes;
 use crate::spec::Radius;
-use crate::tcp::{io_reason, is_local_shortage};
-use crate::{Error, Target, Verdict};
+use crate::udp::Udp;
+use crate::{Error, Stop, Target, Verdict};
 
 type HmacMd5 = Hmac<Md5>;
 
@@ -633,49 +631,13 @@ fn judge(spec: &Radius, sent: &Sent, bytes: &[u8]) -> Reply {
     })
 }
 
-fn local(t: &Target) -> SocketAddr {
-    let ip = t.bind.unwrap_or(match t.addr {
-        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    });
-    SocketAddr::new(ip, 0)
-}
-
-/// An error from the connected UDP socket: ICMP errors from the real server's side
-/// arrive this way.
-fn udp_error(e: &io::Error, t: &Target) -> Verdict {
-    if e.kind() == io::ErrorKind::ConnectionRefused {
-        Verdict::Down(format!("UDP port {} unreachable", t.addr.port()))
-    } else {
-        Verdict::Down(format!("{}: {}", t.addr, io_reason(e)))
-    }
-}
-
 pub(crate) async fn probe(p: &Prepared, spec: &Radius, t: &Target) -> Result<Verdict, Error> {
-    let deadline = Instant::now() + t.timeout;
-    let no_answer = || {
-        Verdict::Down(format!(
-            "no RADIUS answer within {} ms (a wrong shared secret is silently dropped)",
-            t.timeout.as_millis()
-        ))
-    };
-    let socket_error = |source| Error::Socket {
-        target: t.addr,
-        source,
-    };
+    attempt(p, spec, t).await.or_else(Stop::into_verdict)
+}
 
-    let socket = UdpSocket::bind(local(t)).await.map_err(socket_error)?;
-    match socket.connect(t.addr).await {
-        Ok(()) => {}
-        Err(e) if is_local_shortage(&e) => return Err(socket_error(e)),
-        Err(e) => {
-            return Ok(Verdict::Down(format!(
-                "connect {}: {}",
-                t.addr,
-                io_reason(&e)
-            )));
-        }
-    }
+async fn attempt(p: &Prepared, spec: &Radius, t: &Target) -> Result<Verdict, Stop> {
+    let deadline = Instant::now() + t.timeout;
+    let udp = Udp::connect(t).await?;
     let mut random = [0u8; 1 + AUTHENTICATOR_LEN];
     getrandom::getrandom(&mut random).map_err(|e| Error::Random {
         message: e.to_string(),
@@ -690,23 +652,23 @@ pub(crate) async fn probe(p: &Prepared, spec: &Radius, t: &Target) -> Result<Ver
         _ => None,
     };
     let request = p.request(spec, &sent, nas_ip);
-    match timeout_at(deadline, socket.send(&request)).await {
-        Err(_) => return Ok(no_answer()),
-        Ok(Err(e)) => return Ok(udp_error(&e, t)),
-        Ok(Ok(_)) => {}
-    }
-    let mut buf = vec![0u8; MAX_LEN];
-    loop {
-        let n = match timeout_at(deadline, socket.recv(&mut buf)).await {
-            Err(_) => return Ok(no_answer()),
-            Ok(Err(e)) => return Ok(udp_error(&e, t)),
-            Ok(Ok(n)) => n,
-        };
-        match judge(spec, &sent, &buf[..n]) {
-            Reply::Ignore => continue,
-            Reply::Done(v) => return Ok(v),
-        }
-    }
+    let no_answer = || {
+        format!(
+            "no RADIUS answer within {} ms (a wrong shared secret is silently dropped)",
+            t.timeout.as_millis()
+        )
+    };
+    udp.exchange(
+        &request,
+        MAX_LEN,
+        deadline,
+        no_answer,
+        |datagram| match judge(spec, &sent, datagram) {
+            Reply::Ignore => None,
+            Reply::Done(v) => Some(v),
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

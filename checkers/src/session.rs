@@ -20,50 +20,29 @@
 //!   ("connection closed before the greeting", "no reply to LOGIN within 500 ms").
 //! - What the server said goes into a reason only through [`shown`]: at most
 //!   [`SHOWN`] characters, control characters escaped. What we send (a password
-//!   among it) never goes into a reason.
+//!   among it) never goes into a reason, and [`redact`] takes out a password that
+//!   a server echoes.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::tcp::{io_reason, is_local_shortage};
-use crate::{Error, Target, Verdict, tls};
+use crate::tcp::{self, io_reason};
+use crate::tls::{self, Handshake};
+use crate::{Error, Stop, Target, Verdict, down, verdict};
 
 /// Default bound on one line (without its line end).
 pub(crate) const MAX_LINE: usize = 4096;
 /// How much of a server's text a reason quotes.
 pub(crate) const SHOWN: usize = 120;
-
-/// Why a session stopped short of up.
-#[derive(Debug)]
-pub(crate) enum Stop {
-    /// The real server failed the check.
-    Down(String),
-    /// The checker itself could not work.
-    Checker(Error),
-}
-
-pub(crate) fn down<T>(reason: String) -> Result<T, Stop> {
-    Err(Stop::Down(reason))
-}
-
-/// The outcome of a session as the probe returns it.
-pub(crate) fn verdict(outcome: Result<(), Stop>) -> Result<Verdict, Error> {
-    match outcome {
-        Ok(()) => Ok(Verdict::Up),
-        Err(Stop::Down(reason)) => Ok(Verdict::Down(reason)),
-        Err(Stop::Checker(e)) => Err(e),
-    }
-}
 
 /// A piece of what the server said, for a reason: at most [`SHOWN`] characters,
 /// escaped (`\t`, `\u{7}`), with "..." when cut.
@@ -83,6 +62,28 @@ pub(crate) fn shown(text: &str) -> String {
 /// space trimmed.
 pub(crate) fn shown_bytes(bytes: &[u8]) -> String {
     shown(String::from_utf8_lossy(bytes).trim())
+}
+
+/// `text` with every occurrence of `secret` (a password that a server may echo)
+/// replaced by `<password>`.
+pub(crate) fn redact<'a>(text: &'a str, secret: &str) -> Cow<'a, str> {
+    if secret.is_empty() || !text.contains(secret) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.replace(secret, "<password>"))
+}
+
+/// [`verdict`], with `secret` redacted from the reason.
+pub(crate) fn verdict_redacted(outcome: Result<(), Stop>, secret: &str) -> Result<Verdict, Error> {
+    verdict(outcome.map_err(|stop| match stop {
+        Stop::Down(reason) => Stop::Down(redact(&reason, secret).into_owned()),
+        checker => checker,
+    }))
+}
+
+/// Whether `value` can go on a command line as it is (no CR, LF or NUL).
+pub(crate) fn fits_a_line(value: &str) -> bool {
+    !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
 }
 
 /// How reading or writing a line can fail, before a protocol puts it as a reason.
@@ -144,14 +145,6 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// The TLS client of a check and the name to present and verify, for
-/// [`Session::connect`] (implicit TLS) and [`Session::upgrade`].
-#[derive(Clone)]
-pub(crate) struct Handshake<'a> {
-    pub(crate) connector: &'a TlsConnector,
-    pub(crate) name: ServerName<'static>,
-}
-
 /// One attempt's connection, with its deadline.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -167,7 +160,7 @@ impl Session {
     /// handshake at once (implicit TLS). The deadline is `t.timeout` from now.
     pub(crate) async fn connect(t: &Target, tls: Option<Handshake<'_>>) -> Result<Session, Stop> {
         let deadline = Instant::now() + t.timeout;
-        let tcp = connect_tcp(t, deadline).await?;
+        let tcp = tcp::connect(t, deadline).await?;
         let local = tcp.local_addr().map_err(|source| {
             Stop::Checker(Error::Socket {
                 target: t.addr,
@@ -175,7 +168,7 @@ impl Session {
             })
         })?;
         let stream = match tls {
-            Some(h) => Stream::Tls(Box::new(handshake(tcp, h, deadline, t.timeout).await?)),
+            Some(h) => Stream::Tls(Box::new(tls::handshake(tcp, h, deadline, t.timeout).await?)),
             None => Stream::Plain(tcp),
         };
         Ok(Session {
@@ -206,7 +199,7 @@ impl Session {
         let Stream::Plain(tcp) = io.into_inner() else {
             return down("STARTTLS within TLS".to_owned());
         };
-        let tls = handshake(tcp, tls, deadline, timeout).await?;
+        let tls = tls::handshake(tcp, tls, deadline, timeout).await?;
         Ok(Session {
             io: BufReader::new(Stream::Tls(Box::new(tls))),
             local,
@@ -353,60 +346,6 @@ impl Session {
     }
 }
 
-/// Connects to `t.addr`, from `t.bind` when set, by `deadline`; the reasons are
-/// those of the TCP check ("connect 192.0.2.1:143: connection refused").
-pub(crate) async fn connect_tcp(t: &Target, deadline: Instant) -> Result<TcpStream, Stop> {
-    let checker = |source| {
-        Stop::Checker(Error::Socket {
-            target: t.addr,
-            source,
-        })
-    };
-    let socket = match t.addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(checker)?;
-    if let Some(ip) = t.bind {
-        socket.bind(SocketAddr::new(ip, 0)).map_err(checker)?;
-    }
-    match timeout_at(deadline, socket.connect(t.addr)).await {
-        Ok(Ok(stream)) => {
-            // Commands are single small writes; do not let Nagle hold them.
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        // Our side is out of something (ports, descriptors, buffers): not the real
-        // server's fault.
-        Ok(Err(e)) if is_local_shortage(&e) => Err(checker(e)),
-        Ok(Err(e)) => down(format!("connect {}: {}", t.addr, io_reason(&e))),
-        Err(_) => down(format!(
-            "connect {}: no answer within {} ms",
-            t.addr,
-            t.timeout.as_millis()
-        )),
-    }
-}
-
-/// The TLS handshake over `tcp` by `deadline` ("TLS: unknown issuer", "TLS: no
-/// handshake within 500 ms"); for a second connection of a session (an FTP data
-/// connection), as for [`Session::connect`] and [`Session::upgrade`].
-pub(crate) async fn handshake(
-    tcp: TcpStream,
-    tls: Handshake<'_>,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<TlsStream<TcpStream>, Stop> {
-    match timeout_at(deadline, tls.connector.connect(tls.name, tcp)).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => down(tls::describe_tls_error(&e)),
-        Err(_) => down(format!(
-            "TLS: no handshake within {} ms",
-            timeout.as_millis()
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,6 +363,17 @@ mod tests {
             format!("{}...", "x".repeat(SHOWN))
         );
         assert_eq!(shown_bytes(b" -ERR \xff busy\r\n"), "-ERR \\u{fffd} busy");
+    }
+
+    #[test]
+    fn redact_hides_the_password() {
+        assert_eq!(
+            redact("user 'm' password 'hunter2'", "hunter2"),
+            "user 'm' password '<password>'"
+        );
+        assert_eq!(redact("nothing", ""), "nothing");
+        assert!(fits_a_line("s3cret w/ space"));
+        assert!(!fits_a_line("s3cret\r\nQUIT"));
     }
 
     /// A server that writes `script` then holds the connection open until the
@@ -505,17 +455,16 @@ mod tests {
             s.line("reply to STLS").await.expect("line"),
             b"+OK begin TLS"
         );
-        let connector = tls::connector(&crate::spec::Tls {
-            verify: false,
-            ..crate::spec::Tls::default()
-        })
-        .expect("connector");
-        let name = ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
+        let client = tls::Client::new(
+            &crate::spec::Tls {
+                verify: false,
+                ..crate::spec::Tls::default()
+            },
+            None,
+        )
+        .expect("client");
         let Err(Stop::Down(reason)) = s
-            .upgrade(Handshake {
-                connector: &connector,
-                name,
-            })
+            .upgrade(client.handshake(Ipv4Addr::LOCALHOST.into()))
             .await
         else {
             panic!("upgrade over injected bytes");

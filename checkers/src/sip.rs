@@ -19,16 +19,14 @@
 //!   missing). A body is skipped without being kept, and all that is read from the
 //!   connection is bounded to [`MAX_REPLY`] bytes.
 
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
-use tokio::net::UdpSocket;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
-use crate::session::{Session, Stop, down, shown_bytes, verdict};
+use crate::session::{Session, shown_bytes};
 use crate::spec::{MAX_REPLY, Sip, SipTransport};
-use crate::tcp::{io_reason, is_local_shortage};
-use crate::{Error, Target, Verdict};
+use crate::udp::Udp;
+use crate::{Error, Stop, Target, Verdict, down, verdict};
 
 /// What is awaited, for the reasons ("no response to OPTIONS within 500 ms").
 const AWAITED: &str = "response to OPTIONS";
@@ -300,67 +298,27 @@ fn judge_datagram(sent: &Sent, datagram: &[u8]) -> Reply {
 pub(crate) async fn probe(p: &Prepared, spec: &Sip, t: &Target) -> Result<Verdict, Error> {
     let sent = Sent::random()?;
     match spec.transport {
-        SipTransport::Udp => over_udp(p, &sent, t).await,
+        SipTransport::Udp => over_udp(p, &sent, t).await.or_else(Stop::into_verdict),
         SipTransport::Tcp => verdict(over_tcp(p, &sent, t).await),
     }
 }
 
-fn local(t: &Target) -> SocketAddr {
-    let ip = t.bind.unwrap_or(match t.addr {
-        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    });
-    SocketAddr::new(ip, 0)
-}
-
-/// An error from the connected UDP socket: ICMP errors from the real server's side
-/// arrive this way.
-fn udp_error(e: &io::Error, t: &Target) -> Verdict {
-    if e.kind() == io::ErrorKind::ConnectionRefused {
-        Verdict::Down(format!("UDP port {} unreachable", t.addr.port()))
-    } else {
-        Verdict::Down(format!("{}: {}", t.addr, io_reason(e)))
-    }
-}
-
-async fn over_udp(p: &Prepared, sent: &Sent, t: &Target) -> Result<Verdict, Error> {
+async fn over_udp(p: &Prepared, sent: &Sent, t: &Target) -> Result<Verdict, Stop> {
     let deadline = Instant::now() + t.timeout;
-    let no_answer = || Verdict::Down(format!("no {AWAITED} within {} ms", t.timeout.as_millis()));
-    let socket_error = |source| Error::Socket {
-        target: t.addr,
-        source,
-    };
-    let socket = UdpSocket::bind(local(t)).await.map_err(socket_error)?;
-    match socket.connect(t.addr).await {
-        Ok(()) => {}
-        Err(e) if is_local_shortage(&e) => return Err(socket_error(e)),
-        Err(e) => {
-            return Ok(Verdict::Down(format!(
-                "connect {}: {}",
-                t.addr,
-                io_reason(&e)
-            )));
-        }
-    }
-    let me = socket.local_addr().map_err(socket_error)?;
-    let request = p.request(sent, SipTransport::Udp, me, t.addr);
-    match timeout_at(deadline, socket.send(request.as_bytes())).await {
-        Err(_) => return Ok(no_answer()),
-        Ok(Err(e)) => return Ok(udp_error(&e, t)),
-        Ok(Ok(_)) => {}
-    }
-    let mut buf = vec![0u8; MAX_REPLY];
-    loop {
-        let n = match timeout_at(deadline, socket.recv(&mut buf)).await {
-            Err(_) => return Ok(no_answer()),
-            Ok(Err(e)) => return Ok(udp_error(&e, t)),
-            Ok(Ok(n)) => n,
-        };
-        match judge_datagram(sent, &buf[..n]) {
-            Reply::Ignore => continue,
-            Reply::Done(v) => return Ok(v),
-        }
-    }
+    let udp = Udp::connect(t).await?;
+    let request = p.request(sent, SipTransport::Udp, udp.local_addr()?, t.addr);
+    let no_answer = || format!("no {AWAITED} within {} ms", t.timeout.as_millis());
+    udp.exchange(
+        request.as_bytes(),
+        MAX_REPLY,
+        deadline,
+        no_answer,
+        |datagram| match judge_datagram(sent, datagram) {
+            Reply::Ignore => None,
+            Reply::Done(v) => Some(v),
+        },
+    )
+    .await
 }
 
 async fn over_tcp(p: &Prepared, sent: &Sent, t: &Target) -> Result<(), Stop> {

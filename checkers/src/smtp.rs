@@ -20,34 +20,24 @@
 //!   that then closes without its 221, or does not answer QUIT in time, is still
 //!   up; one that answers QUIT with another code (421 "shutting down") is down.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
-use tokio_rustls::TlsConnector;
-
-use crate::session::{Handshake, LineError, Session, Stop, down, shown, verdict};
+use crate::session::{LineError, Session, shown};
 use crate::spec::{MAX_REPLY, Smtp};
 use crate::tcp::io_reason;
-use crate::{Error, Target, Verdict, tls};
+use crate::{Error, Stop, Target, Verdict, down, tls, verdict};
 
 /// Bound on one reply line. RFC 5321 4.5.3.1.5 allows 512 bytes; servers are
 /// allowed some slack.
 const MAX_LINE: usize = 2048;
 
+#[derive(Debug)]
 pub(crate) struct Prepared {
     /// The EHLO argument; `None`: this host has no usable name, the address literal
     /// of the connection's local end is used.
     helo: Option<String>,
-    /// With STARTTLS: the connector, built once.
-    tls: Option<TlsConnector>,
-}
-
-impl std::fmt::Debug for Prepared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prepared")
-            .field("helo", &self.helo)
-            .field("starttls", &self.tls.is_some())
-            .finish()
-    }
+    /// With STARTTLS: the client, built once.
+    tls: Option<tls::Client>,
 }
 
 impl Prepared {
@@ -63,14 +53,7 @@ impl Prepared {
             }
             None => host_name(),
         };
-        let tls = match &spec.starttls {
-            Some(options) => {
-                // A bad server_name is a config problem: report it now, not per attempt.
-                tls::server_name(options, None, IpAddr::V4(Ipv4Addr::LOCALHOST))?;
-                Some(tls::connector(options)?)
-            }
-            None => None,
-        };
+        let tls = tls::client(spec.starttls.as_ref())?;
         Ok(Prepared { helo, tls })
     }
 }
@@ -184,10 +167,11 @@ fn parse_line(line: &[u8]) -> Result<(u16, bool, String), ()> {
 }
 
 pub(crate) async fn probe(p: &Prepared, spec: &Smtp, t: &Target) -> Result<Verdict, Error> {
-    verdict(session(p, spec, t).await)
+    let _ = spec; // everything needed was prepared
+    verdict(session(p, t).await)
 }
 
-async fn session(p: &Prepared, spec: &Smtp, t: &Target) -> Result<(), Stop> {
+async fn session(p: &Prepared, t: &Target) -> Result<(), Stop> {
     let mut conn = Conn::new(Session::connect(t, None).await?);
     let helo = match &p.helo {
         Some(helo) => helo.clone(),
@@ -196,15 +180,14 @@ async fn session(p: &Prepared, spec: &Smtp, t: &Target) -> Result<(), Stop> {
     conn.expect(Step::Greeting).await?;
     let ehlo = conn.command(&format!("EHLO {helo}"), Step::Ehlo).await?;
 
-    let (Some(connector), Some(options)) = (&p.tls, &spec.starttls) else {
+    let Some(client) = &p.tls else {
         return conn.quit().await;
     };
     if !ehlo.offers("STARTTLS") {
         return down("server does not offer STARTTLS".to_owned());
     }
     conn.command("STARTTLS", Step::StartTls).await?;
-    let name = tls::server_name(options, None, t.addr.ip()).map_err(Stop::Checker)?;
-    let mut conn = Conn::new(conn.io.upgrade(Handshake { connector, name }).await?);
+    let mut conn = Conn::new(conn.io.upgrade(client.handshake(t.addr.ip())).await?);
     conn.command(&format!("EHLO {helo}"), Step::EhloTls).await?;
     conn.quit().await
 }

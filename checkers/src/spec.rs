@@ -166,8 +166,7 @@ pub enum Method {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BasicAuth {
     pub user: String,
-    #[serde(skip_serializing)]
-    pub password: String,
+    pub password: Secret,
 }
 
 /// TLS client options (HTTPS, SMTP STARTTLS).

@@ -40,41 +40,20 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
 
-use crate::session::{SHOWN, Stop, down};
+use crate::session::{SHOWN, verdict_redacted};
 use crate::spec::{MAX_BODY, MAX_REPLY, Sql};
-use crate::tcp::{io_reason, is_local_shortage};
-use crate::{Error, Target, Verdict, tls};
-
-/// The TLS side of a check: the connector, built once.
-struct Connector(TlsConnector);
-
-impl std::fmt::Debug for Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TlsConnector")
-    }
-}
-
-fn connector(spec: &Sql) -> Result<Option<Connector>, Error> {
-    match &spec.tls {
-        Some(options) => {
-            // A bad server_name is a config problem: report it now, not per attempt.
-            tls::server_name(options, None, IpAddr::V4(Ipv4Addr::LOCALHOST))?;
-            Ok(Some(Connector(tls::connector(options)?)))
-        }
-        None => Ok(None),
-    }
-}
+use crate::tcp::{self, io_reason};
+use crate::{Error, Stop, Target, Verdict, down, tls};
 
 /// Values sent NUL-terminated cannot contain NUL; the value itself is not shown
 /// (it may be the password).
@@ -89,19 +68,7 @@ fn check_no_nul(db: &str, what: &str, value: &str) -> Result<(), Error> {
 
 /// The outcome as the probe returns it, the password taken out of any reason.
 fn verdict(outcome: Result<(), Stop>, spec: &Sql) -> Result<Verdict, Error> {
-    match outcome {
-        Ok(()) => Ok(Verdict::Up),
-        Err(Stop::Down(reason)) => Ok(Verdict::Down(redact(reason, spec.login.password.expose()))),
-        Err(Stop::Checker(e)) => Err(e),
-    }
-}
-
-/// `reason` with every occurrence of the password replaced.
-fn redact(reason: String, password: &str) -> String {
-    if password.is_empty() || !reason.contains(password) {
-        return reason;
-    }
-    reason.replace(password, "<password>")
+    verdict_redacted(outcome, spec.login.password.expose())
 }
 
 /// A piece of what the server said, for a reason: at most [`SHOWN`] characters,
@@ -128,45 +95,13 @@ fn shown_bytes(bytes: &[u8]) -> String {
     shown(&String::from_utf8_lossy(bytes))
 }
 
-/// Connects to `t.addr`, from `t.bind` when set; the reasons are those of the TCP
-/// check.
-async fn connect(t: &Target, deadline: Instant) -> Result<TcpStream, Stop> {
-    let checker = |source| {
-        Stop::Checker(Error::Socket {
-            target: t.addr,
-            source,
-        })
-    };
-    let socket = match t.addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(checker)?;
-    if let Some(ip) = t.bind {
-        socket.bind(SocketAddr::new(ip, 0)).map_err(checker)?;
-    }
-    match timeout_at(deadline, socket.connect(t.addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Ok(Err(e)) if is_local_shortage(&e) => Err(checker(e)),
-        Ok(Err(e)) => down(format!("connect {}: {}", t.addr, io_reason(&e))),
-        Err(_) => down(format!(
-            "connect {}: no answer within {} ms",
-            t.addr,
-            t.timeout.as_millis()
-        )),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // MySQL / MariaDB
 // ---------------------------------------------------------------------------
 
 #[derive(Debug)]
 pub(crate) struct MysqlPrepared {
-    tls: Option<Connector>,
+    tls: Option<tls::Client>,
 }
 
 impl MysqlPrepared {
@@ -182,7 +117,7 @@ impl MysqlPrepared {
             });
         }
         Ok(MysqlPrepared {
-            tls: connector(spec)?,
+            tls: tls::client(spec.tls.as_ref())?,
         })
     }
 }
@@ -563,7 +498,7 @@ mod mysql {
     ) -> Result<(), Stop> {
         let user = spec.login.user.as_str();
         let password = spec.login.password.expose().as_bytes();
-        let tcp = connect(t, deadline).await?;
+        let tcp = tcp::connect(t, deadline).await?;
         let mut conn = Conn {
             io: BufReader::new(Stream::Plain(tcp)),
             seq: 0,
@@ -589,7 +524,7 @@ mod mysql {
         }
 
         let mut secure = false;
-        if let (Some(connector), Some(options)) = (&p.tls, &spec.tls) {
+        if let Some(client) = &p.tls {
             if greeting.capabilities & capability::SSL == 0 {
                 return down("server does not offer TLS".into());
             }
@@ -602,17 +537,8 @@ mod mysql {
             let Stream::Plain(tcp) = conn.io.into_inner() else {
                 unreachable!("TLS starts once, on the plain connection");
             };
-            let name = tls::server_name(options, None, t.addr.ip()).map_err(Stop::Checker)?;
-            let stream = match timeout_at(deadline, connector.0.connect(name, tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return down(tls::describe_tls_error(&e)),
-                Err(_) => {
-                    return down(format!(
-                        "TLS: no handshake within {} ms",
-                        t.timeout.as_millis()
-                    ));
-                }
-            };
+            let handshake = client.handshake(t.addr.ip());
+            let stream = tls::handshake(tcp, handshake, deadline, t.timeout).await?;
             conn.io = BufReader::new(Stream::Tls(Box::new(stream)));
             secure = true;
         }
@@ -846,7 +772,7 @@ mod mysql {
 // ---------------------------------------------------------------------------
 
 pub(crate) struct PostgresPrepared {
-    tls: Option<Connector>,
+    tls: Option<tls::Client>,
     /// user, password, database, application name, sslmode.
     config: tokio_postgres::Config,
 }
@@ -874,7 +800,7 @@ impl PostgresPrepared {
             check_no_nul("PostgreSQL", "database", db)?;
             config.dbname(db);
         }
-        let tls = connector(spec)?;
+        let tls = tls::client(spec.tls.as_ref())?;
         config.ssl_mode(if tls.is_some() {
             tokio_postgres::config::SslMode::Require
         } else {
@@ -1190,7 +1116,7 @@ mod postgres {
         t: &Target,
         deadline: Instant,
     ) -> Result<(), Stop> {
-        let tcp = connect(t, deadline).await?;
+        let tcp = tcp::connect(t, deadline).await?;
         let watch = Arc::new(Mutex::new(Watch {
             tls: p.tls.is_some(),
             ..Watch::default()
@@ -1204,16 +1130,17 @@ mod postgres {
             timeout_ms: t.timeout.as_millis(),
             watch,
         };
-        match (&p.tls, &spec.tls) {
-            (Some(connector), Some(options)) => {
+        match &p.tls {
+            Some(client) => {
+                let handshake = client.handshake(t.addr.ip());
                 let tls = Rustls {
-                    connector: connector.0.clone(),
-                    name: tls::server_name(options, None, t.addr.ip()).map_err(Stop::Checker)?,
+                    connector: handshake.connector.clone(),
+                    name: handshake.name,
                 };
                 let login = timeout_at(deadline, p.config.connect_raw(stream, tls)).await;
                 run(login, spec, &reasons, deadline).await
             }
-            _ => {
+            None => {
                 let login = timeout_at(deadline, p.config.connect_raw(stream, NoTls)).await;
                 run(login, spec, &reasons, deadline).await
             }
@@ -1397,11 +1324,19 @@ mod tests {
             "Table 'a.b' doesn't\\texist"
         );
         assert_eq!(shown(&"x".repeat(300)), format!("{}...", "x".repeat(SHOWN)));
+        let spec = Sql {
+            login: Login {
+                user: "m".into(),
+                password: Secret::inline("hunter2"),
+            },
+            database: None,
+            query: "SELECT 1".into(),
+            tls: None,
+        };
         assert_eq!(
-            redact("user 'm' password 'hunter2'".into(), "hunter2"),
-            "user 'm' password '<password>'"
+            verdict(down("user 'm' password 'hunter2'".into()), &spec).expect("verdict"),
+            Verdict::Down("user 'm' password '<password>'".into())
         );
-        assert_eq!(redact("nothing".into(), ""), "nothing");
     }
 
     #[test]

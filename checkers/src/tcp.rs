@@ -1,38 +1,34 @@
-//! TCP connect, and send/expect.
+//! TCP connect, for every check over TCP, and the TCP check: connect, send/expect.
 //!
-//! One attempt, all within the check's timeout: connect (from the bind address if
-//! given); send `send` if any; with `expect`, read until the reply matches, the peer
-//! closes, [`MAX_REPLY`] bytes came, or the time is up. The reason for a down real
-//! server says which step failed and what came back.
+//! [`connect`] is how a check reaches its real server: from the bind address if
+//! given, within the attempt's deadline. A shortage on the checking host (ports,
+//! descriptors, buffers, memory) or a bind address that is not local is the
+//! checker's error; anything else ("connection refused", no answer in time) is the
+//! real server's, with the reasons "connect 192.0.2.1:80: connection refused",
+//! "connect 192.0.2.1:80: no answer within 500 ms".
+//!
+//! The TCP check, one attempt within the check's timeout: connect; send `send` if
+//! any; with `expect`, read until the reply matches, the peer closes, [`MAX_REPLY`]
+//! bytes came, or the time is up. The reason for a down real server says which step
+//! failed and what came back.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout_at};
 
 use crate::spec::{MAX_REPLY, Pattern, Tcp};
-use crate::{Error, Target, Verdict};
-
-/// Why an attempt did not succeed.
-enum Failure {
-    /// The real server failed the check.
-    Down(String),
-    /// The checker itself could not work.
-    Checker(Error),
-}
+use crate::{Error, Stop, Target, Verdict, down, verdict};
 
 pub(crate) async fn probe(spec: &Tcp, t: &Target) -> Result<Verdict, Error> {
-    match attempt(spec, t).await {
-        Ok(()) => Ok(Verdict::Up),
-        Err(Failure::Down(reason)) => Ok(Verdict::Down(reason)),
-        Err(Failure::Checker(e)) => Err(e),
-    }
+    verdict(attempt(spec, t).await)
 }
 
-async fn attempt(spec: &Tcp, t: &Target) -> Result<(), Failure> {
+async fn attempt(spec: &Tcp, t: &Target) -> Result<(), Stop> {
     let deadline = Instant::now() + t.timeout;
     let mut stream = connect(t, deadline).await?;
     if let Some(data) = &spec.send {
@@ -54,37 +50,71 @@ async fn attempt(spec: &Tcp, t: &Target) -> Result<(), Failure> {
     }
 }
 
-/// Connects to `t.addr`, from `t.bind` when set.
-async fn connect(t: &Target, deadline: Instant) -> Result<TcpStream, Failure> {
-    let checker = |source| {
-        Failure::Checker(Error::Socket {
-            target: t.addr,
+/// Connects to `t.addr`, from `t.bind` when set, by `deadline`, with the reasons
+/// of the module doc. Nagle is off: what a check sends is a few small writes.
+pub(crate) async fn connect(t: &Target, deadline: Instant) -> Result<TcpStream, Stop> {
+    let stream = connect_from(t.addr, t.bind, deadline)
+        .await
+        .map_err(|e| e.stop(format_args!("connect {}", t.addr), t.timeout))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Why [`connect_from`] gave no connection.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    /// The checking host cannot: no socket, a bind address that is not local, or
+    /// out of ports, descriptors, buffers or memory. Not the real server's fault.
+    Local(Error),
+    /// The real server's side: refused, unreachable...
+    Failed(io::Error),
+    /// No answer by the deadline.
+    TimedOut,
+}
+
+impl ConnectError {
+    /// As an attempt's stop, a failure of the real server's side worded after
+    /// `what` ("connect 192.0.2.1:80: connection refused", "data connection to
+    /// 192.0.2.1:40007: no answer within 500 ms").
+    pub(crate) fn stop(self, what: impl fmt::Display, timeout: Duration) -> Stop {
+        match self {
+            ConnectError::Local(e) => Stop::Checker(e),
+            ConnectError::Failed(e) => Stop::Down(format!("{what}: {}", io_reason(&e))),
+            ConnectError::TimedOut => Stop::Down(format!(
+                "{what}: no answer within {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+}
+
+/// Connects to `addr`, from `bind` (any port) when set, by `deadline`; Nagle left
+/// on. For a check that words its own reasons, or connects elsewhere than its
+/// target (an FTP data connection).
+pub(crate) async fn connect_from(
+    addr: SocketAddr,
+    bind: Option<IpAddr>,
+    deadline: Instant,
+) -> Result<TcpStream, ConnectError> {
+    let local = |source| {
+        ConnectError::Local(Error::Socket {
+            target: addr,
             source,
         })
     };
-    let socket = match t.addr {
+    let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
-    .map_err(checker)?;
-    if let Some(ip) = t.bind {
-        socket.bind(SocketAddr::new(ip, 0)).map_err(checker)?;
+    .map_err(local)?;
+    if let Some(ip) = bind {
+        socket.bind(SocketAddr::new(ip, 0)).map_err(local)?;
     }
-    match timeout_at(deadline, socket.connect(t.addr)).await {
-        Ok(Ok(stream)) => {
-            // `send` is one write; do not let Nagle hold it back.
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        // Our side is out of something (ports, descriptors, buffers): not the real
-        // server's fault.
-        Ok(Err(e)) if is_local_shortage(&e) => Err(checker(e)),
-        Ok(Err(e)) => down(format!("connect {}: {}", t.addr, io_reason(&e))),
-        Err(_) => down(format!(
-            "connect {}: no answer within {} ms",
-            t.addr,
-            t.timeout.as_millis()
-        )),
+    match timeout_at(deadline, socket.connect(addr)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) if is_local_shortage(&e) => Err(local(e)),
+        Ok(Err(e)) => Err(ConnectError::Failed(e)),
+        Err(_) => Err(ConnectError::TimedOut),
     }
 }
 
@@ -94,7 +124,7 @@ async fn expect(
     pattern: &Pattern,
     t: &Target,
     deadline: Instant,
-) -> Result<(), Failure> {
+) -> Result<(), Stop> {
     let mut reply = Vec::new();
     loop {
         if reply.len() >= MAX_REPLY {
@@ -143,10 +173,6 @@ async fn expect(
             }
         }
     }
-}
-
-fn down<T>(reason: String) -> Result<T, Failure> {
-    Err(Failure::Down(reason))
 }
 
 /// What came back, for a reason: `got 23 bytes: "ERR unknown command\r\n..."`.

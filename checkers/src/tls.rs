@@ -1,15 +1,19 @@
-//! The TLS client configuration shared by HTTPS and SMTP STARTTLS.
+//! The TLS client of every check over TLS (HTTPS, SMTP STARTTLS, FTPS, IMAP, POP3,
+//! NNTP, LDAP, MySQL, PostgreSQL).
 //!
-//! rustls with the *ring* provider. A connector is built once per check (held by
-//! `http::Prepared` / `smtp::Prepared`) and reused by every attempt; each attempt
-//! still does a full handshake: session resumption is off, so every attempt
-//! verifies the certificate the server presents now (a certificate that expired
-//! since the last attempt is noticed at once).
+//! rustls with the *ring* provider. A [`Client`] is built once per check (held by
+//! its `Prepared`) and reused by every attempt; each attempt still does a full
+//! handshake: session resumption is off, so every attempt verifies the certificate
+//! the server presents now (a certificate that expired since the last attempt is
+//! noticed at once). The handshake keeps to the attempt's deadline, and a failed
+//! one is a reason ("TLS: unknown issuer", "TLS: no handshake within 500 ms").
 
+use std::fmt;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -19,10 +23,133 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
-use crate::Error;
-use crate::spec::Tls;
+use crate::spec::{Tls, TlsMode};
+use crate::{Error, Stop, down};
+
+/// A check's TLS client: the connector, and the name to present and verify when
+/// the options (or the HTTP Host) fix it; else each attempt uses the address it
+/// connects to.
+#[derive(Clone)]
+pub(crate) struct Client {
+    connector: TlsConnector,
+    name: Option<ServerName<'static>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// The client for `tls`; `host` is the HTTP Host, for HTTPS. A bad
+    /// `server_name` is a config problem: reported now, not per attempt.
+    pub(crate) fn new(tls: &Tls, host: Option<&str>) -> Result<Client, Error> {
+        let name = if tls.server_name.is_some() || host.is_some() {
+            // The address is not used when a name is given.
+            Some(server_name(tls, host, Ipv4Addr::UNSPECIFIED.into())?)
+        } else {
+            None
+        };
+        Ok(Client {
+            connector: connector(tls)?,
+            name,
+        })
+    }
+
+    /// The handshake of an attempt that connected to `addr`.
+    pub(crate) fn handshake(&self, addr: IpAddr) -> Handshake<'_> {
+        Handshake {
+            connector: &self.connector,
+            name: self
+                .name
+                .clone()
+                .unwrap_or_else(|| ServerName::IpAddress(addr.into())),
+        }
+    }
+
+    /// A copy that resumes its own TLS sessions (kept in memory), for a second
+    /// connection that must resume the first one's session (an FTP data
+    /// connection). Made per attempt, so that the first connection of each attempt
+    /// still does a full, verified handshake.
+    pub(crate) fn resuming(&self) -> Client {
+        let mut config = ClientConfig::clone(self.connector.config());
+        config.resumption = rustls::client::Resumption::in_memory_sessions(4);
+        Client {
+            connector: TlsConnector::from(Arc::new(config)),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// The client of a check with TLS `options`, if any (the name fixed by
+/// `server_name` alone).
+pub(crate) fn client(options: Option<&Tls>) -> Result<Option<Client>, Error> {
+    options.map(|o| Client::new(o, None)).transpose()
+}
+
+/// The TLS client of an attempt and the name to present and verify.
+#[derive(Clone)]
+pub(crate) struct Handshake<'a> {
+    pub(crate) connector: &'a TlsConnector,
+    pub(crate) name: ServerName<'static>,
+}
+
+/// The handshakes of an attempt of a check with a [`TlsMode`]: at connect
+/// (implicit TLS), or after the protocol's STARTTLS-style command.
+pub(crate) struct Handshakes<'a> {
+    pub(crate) implicit: Option<Handshake<'a>>,
+    pub(crate) starttls: Option<Handshake<'a>>,
+}
+
+/// The handshakes in `mode`, with the check's `client` (built when `mode` has
+/// TLS), for an attempt that connected to `addr`.
+pub(crate) fn handshakes<'a>(
+    mode: &TlsMode,
+    client: Option<&'a Client>,
+    addr: IpAddr,
+) -> Handshakes<'a> {
+    let handshake = client.map(|c| c.handshake(addr));
+    match mode {
+        TlsMode::Implicit(_) => Handshakes {
+            implicit: handshake,
+            starttls: None,
+        },
+        TlsMode::StartTls(_) => Handshakes {
+            implicit: None,
+            starttls: handshake,
+        },
+        TlsMode::None => Handshakes {
+            implicit: None,
+            starttls: None,
+        },
+    }
+}
+
+/// The handshake over `tcp` by `deadline` ("TLS: unknown issuer", "TLS: no
+/// handshake within 500 ms", with the attempt's whole `timeout`).
+pub(crate) async fn handshake(
+    tcp: TcpStream,
+    tls: Handshake<'_>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<TlsStream<TcpStream>, Stop> {
+    match timeout_at(deadline, tls.connector.connect(tls.name, tcp)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => down(describe_tls_error(&e)),
+        Err(_) => down(format!(
+            "TLS: no handshake within {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
 
 /// The client for one check's TLS options: trust anchors from `ca_file` (PEM) or
 /// the system store; with `verify = false`, any certificate is accepted (the
@@ -61,11 +188,7 @@ pub(crate) fn connector(tls: &Tls) -> Result<TlsConnector, Error> {
 
 /// The name for SNI and certificate verification: `tls.server_name`, else the HTTP
 /// host (without a port), else the connect address.
-pub(crate) fn server_name(
-    tls: &Tls,
-    host: Option<&str>,
-    addr: IpAddr,
-) -> Result<ServerName<'static>, Error> {
+fn server_name(tls: &Tls, host: Option<&str>, addr: IpAddr) -> Result<ServerName<'static>, Error> {
     let name = match (&tls.server_name, host) {
         (Some(name), _) => name.as_str(),
         (None, Some(host)) => strip_port(host),

@@ -1,7 +1,7 @@
 //! The DNS check against a real unbound (Debian package `unbound`) serving a static
 //! zone on loopback, and against misbehaving servers written here.
 
-mod daemon;
+mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use checkers::spec::{Dns, Protocol, QueryType, Rcode};
 use checkers::{Probe, Verdict};
-use daemon::{Daemon, check, free_port, localhost, program};
 use hickory_proto::op::{Message, OpCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record};
+use support::check::{check, down, verdict};
+use support::daemon::{Daemon, free_port, localhost, program};
+use support::hostile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -32,12 +34,7 @@ async fn run(spec: Dns, real: SocketAddr) -> Verdict {
 }
 
 async fn run_within(spec: Dns, real: SocketAddr, timeout: Duration) -> Verdict {
-    let probe = Probe::new(check(Protocol::Dns(spec), timeout)).expect("valid check");
-    probe.run(real).await.expect("the checker works")
-}
-
-fn down(reason: &str) -> Verdict {
-    Verdict::Down(reason.to_owned())
+    verdict(check(Protocol::Dns(spec), timeout), real).await
 }
 
 /// unbound answering for the static zone `lab.test.` on 127.0.0.1:`port`.
@@ -220,18 +217,11 @@ fn bad_name_is_a_checker_error() {
 
 /// A UDP server on loopback that answers each query with `answer(query)`.
 async fn udp_server(answer: impl Fn(&Message) -> Vec<u8> + Send + 'static) -> SocketAddr {
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bind");
-    let addr = socket.local_addr().expect("address");
-    tokio::spawn(async move {
-        let mut buf = [0u8; 512];
-        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let query = Message::from_vec(&buf[..n]).expect("a query from the checker");
-            let _ = socket.send_to(&answer(&query), from).await;
-        }
-    });
-    addr
+    hostile::udp(move |query| {
+        let query = Message::from_vec(query).expect("a query from the checker");
+        vec![answer(&query)]
+    })
+    .await
 }
 
 /// A proper answer with one A record 192.0.2.7.

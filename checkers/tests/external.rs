@@ -1,10 +1,12 @@
 //! The external check with real programs.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use checkers::spec::{Check, Connect, External, Health, Protocol};
+use checkers::spec::{Check, External, Protocol};
 use checkers::{Error, Probe, Verdict};
 
 const TIMEOUT: Duration = Duration::from_millis(300);
@@ -14,19 +16,8 @@ fn real() -> SocketAddr {
 }
 
 fn check(argv: &[&str], timeout: Duration) -> Check {
-    Check {
-        interval: Duration::from_secs(1),
-        timeout,
-        rise: 1,
-        fall: 1,
-        retry: 0,
-        retry_delay: Duration::ZERO,
-        initial: Health::Down,
-        connect: Connect::default(),
-        protocol: Protocol::External(External {
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-        }),
-    }
+    let argv = argv.iter().map(|s| s.to_string()).collect();
+    support::check::check(Protocol::External(External { argv }), timeout)
 }
 
 async fn run(argv: &[&str]) -> Result<Verdict, Error> {

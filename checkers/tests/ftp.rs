@@ -2,19 +2,21 @@
 //! started by the test on loopback ports, and against misbehaving servers written
 //! here.
 
-mod daemon;
-mod http_support;
+mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
+use checkers::Verdict;
 use checkers::spec::{Ftp, Login, Pattern, Protocol, Secret, Tls, TlsMode};
-use checkers::{Probe, Verdict};
-use daemon::{Daemon, check, free_port, is_root, localhost, program};
-use http_support::{Pki, hostile, set_mode};
+use support::check::{assert_down, check, down, verdict};
+use support::daemon::{
+    Daemon, accepts, free_port, greets, localhost, program, set_mode, skip_unless_root,
+};
+use support::hostile::{self, scripted, silent};
+use support::pki::{Leaf, Pki};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -43,26 +45,7 @@ async fn run(spec: Ftp, real: SocketAddr) -> Verdict {
 }
 
 async fn run_within(spec: Ftp, real: SocketAddr, timeout: Duration) -> Verdict {
-    let probe = Probe::new(check(Protocol::Ftp(spec), timeout)).expect("valid check");
-    probe.run(real).await.expect("the checker works")
-}
-
-fn down(reason: &str) -> Verdict {
-    Verdict::Down(reason.to_owned())
-}
-
-#[track_caller]
-fn assert_down_with(v: &Verdict, needle: &str) -> String {
-    match v {
-        Verdict::Down(reason) => {
-            assert!(
-                reason.contains(needle),
-                "reason {reason:?} should contain {needle:?}"
-            );
-            reason.clone()
-        }
-        Verdict::Up => panic!("expected down with {needle:?}, got up"),
-    }
+    verdict(check(Protocol::Ftp(spec), timeout), real).await
 }
 
 /// A vsftpd instance of its own on 127.0.0.1: anonymous access to `dir/anon`
@@ -75,7 +58,7 @@ struct Vsftpd {
 }
 
 impl Vsftpd {
-    fn start(dir: &Path, name: &str, pki_leaf: &http_support::Leaf, implicit: bool) -> Vsftpd {
+    fn start(dir: &Path, name: &str, pki_leaf: &Leaf, implicit: bool) -> Vsftpd {
         let vsftpd = program("/usr/sbin/vsftpd", "vsftpd");
         set_mode(dir, 0o755);
         let anon = dir.join("anon");
@@ -138,7 +121,15 @@ require_ssl_reuse=YES
         let mut cmd = Command::new(vsftpd);
         cmd.arg(&conf);
         let mut daemon = Daemon::start(cmd, &dir.join(format!("{name}.out")));
-        daemon.wait_until("vsftpd", || accepts(port, !implicit));
+        // With implicit FTPS the greeting comes after a handshake.
+        daemon.wait_until("vsftpd", || {
+            let addr = localhost(port);
+            if implicit {
+                accepts(addr)
+            } else {
+                greets(addr, b"220")
+            }
+        });
         Vsftpd {
             port,
             _daemon: daemon,
@@ -148,20 +139,6 @@ require_ssl_reuse=YES
     fn addr(&self) -> SocketAddr {
         localhost(self.port)
     }
-}
-
-/// Whether 127.0.0.1:`port` accepts (and, with `greets`, sends 220).
-fn accepts(port: u16, greets: bool) -> bool {
-    use std::io::Read;
-    let Ok(mut stream) = std::net::TcpStream::connect(localhost(port)) else {
-        return false;
-    };
-    if !greets {
-        return true;
-    }
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 3];
-    stream.read_exact(&mut buf).is_ok() && &buf == b"220"
 }
 
 /// A system user for the test (vsftpd's local logins go through PAM), removed
@@ -210,6 +187,8 @@ impl Drop for User {
     }
 }
 
+/// A plain vsftpd with a certificate for ftp.lab.test and 127.0.0.1 from a test
+/// PKI of its own, all in a tempdir.
 struct Lab {
     dir: tempfile::TempDir,
     pki: Pki,
@@ -217,36 +196,24 @@ struct Lab {
 }
 
 impl Lab {
-    fn start() -> Lab {
+    /// `None`, after saying why, when not root.
+    fn start() -> Option<Lab> {
+        if skip_unless_root("vsftpd starts as root to chroot and switch users") {
+            return None;
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = Pki::new(dir.path());
         let leaf = pki.leaf("ftp", &["ftp.lab.test", "127.0.0.1"], false);
         let plain = Vsftpd::start(dir.path(), "plain", &leaf, false);
-        Lab { dir, pki, plain }
+        Some(Lab { dir, pki, plain })
     }
-
-    fn test_ca(&self) -> Tls {
-        Tls {
-            ca_file: Some(self.pki.ca_file()),
-            ..Tls::default()
-        }
-    }
-}
-
-fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("skipped: needs root (vsftpd starts as root to chroot and switch users)");
-    true
 }
 
 #[tokio::test]
 async fn vsftpd_anonymous_and_retrieve() {
-    if skip_unless_root() {
+    let Some(lab) = Lab::start() else {
         return;
-    }
-    let lab = Lab::start();
+    };
     let real = lab.plain.addr();
     assert_eq!(run(anonymous(), real).await, Verdict::Up);
     assert_eq!(
@@ -268,15 +235,14 @@ async fn vsftpd_anonymous_and_retrieve() {
         Verdict::Up
     );
     let v = run(retrieve("/big.bin", Some("TAIL")), real).await;
-    assert_down_with(&v, "(got the first 1048576 bytes: \"HEAD....");
+    assert_down(&v, "(got the first 1048576 bytes: \"HEAD....");
 }
 
 #[tokio::test]
 async fn vsftpd_local_login() {
-    if skip_unless_root() {
+    let Some(lab) = Lab::start() else {
         return;
-    }
-    let lab = Lab::start();
+    };
     let real = lab.plain.addr();
     let password = "Corr3ct-horse";
     let user = User::add(&lab.dir.path().join("home"), password);
@@ -291,33 +257,32 @@ async fn vsftpd_local_login() {
     let wrong = "Wr0ng-battery-staple";
     // PAM (pam_unix) holds a failed login for about 2 s.
     let v = run_within(login(wrong), real, Duration::from_secs(10)).await;
-    let reason = assert_down_with(&v, "login rejected: 530 Login incorrect.");
+    let reason = assert_down(&v, "login rejected: 530 Login incorrect.");
     assert!(!reason.contains(wrong), "{reason}");
     assert!(!reason.contains(password), "{reason}");
 }
 
 #[tokio::test]
 async fn vsftpd_auth_tls() {
-    if skip_unless_root() {
+    let Some(lab) = Lab::start() else {
         return;
-    }
-    let lab = Lab::start();
+    };
     let real = lab.plain.addr();
     let auth_tls = |tls: Tls| Ftp {
         tls: TlsMode::StartTls(tls),
         ..anonymous()
     };
-    assert_eq!(run(auth_tls(lab.test_ca()), real).await, Verdict::Up);
+    assert_eq!(run(auth_tls(lab.pki.tls()), real).await, Verdict::Up);
     // The file over a TLS data connection resuming the control session (vsftpd's
     // require_ssl_reuse).
     let over_tls = Ftp {
-        tls: TlsMode::StartTls(lab.test_ca()),
+        tls: TlsMode::StartTls(lab.pki.tls()),
         ..retrieve("/ok.txt", Some("(?m)^hello from vsftpd$"))
     };
     assert_eq!(run(over_tls, real).await, Verdict::Up);
     let by_name = Tls {
         server_name: Some("ftp.lab.test".into()),
-        ..lab.test_ca()
+        ..lab.pki.tls()
     };
     assert_eq!(run(auth_tls(by_name), real).await, Verdict::Up);
     assert_eq!(
@@ -328,14 +293,13 @@ async fn vsftpd_auth_tls() {
 
 #[tokio::test]
 async fn vsftpd_implicit_ftps() {
-    if skip_unless_root() {
+    let Some(lab) = Lab::start() else {
         return;
-    }
-    let lab = Lab::start();
+    };
     let leaf = lab.pki.leaf("ftps", &["ftp.lab.test", "127.0.0.1"], false);
     let ftps = Vsftpd::start(lab.dir.path(), "implicit", &leaf, true);
     let implicit = Ftp {
-        tls: TlsMode::Implicit(lab.test_ca()),
+        tls: TlsMode::Implicit(lab.pki.tls()),
         ..retrieve("/ok.txt", Some("^hello"))
     };
     assert_eq!(run(implicit.clone(), ftps.addr()).await, Verdict::Up);
@@ -351,10 +315,9 @@ async fn vsftpd_implicit_ftps() {
 
 #[tokio::test]
 async fn vsftpd_stopped() {
-    if skip_unless_root() {
+    let Some(lab) = Lab::start() else {
         return;
-    }
-    let lab = Lab::start();
+    };
     let real = lab.plain.addr();
     assert_eq!(run(anonymous(), real).await, Verdict::Up);
     drop(lab);
@@ -365,40 +328,6 @@ async fn vsftpd_stopped() {
 }
 
 // Misbehaving servers.
-
-/// A scripted server: sends `greeting`, then answers each command line with the
-/// reply for the first matching prefix (case-insensitive); closes on an unknown
-/// command or after QUIT's reply.
-async fn scripted(greeting: &str, replies: &[(&str, &str)]) -> SocketAddr {
-    let greeting = greeting.to_owned();
-    let replies: Arc<Vec<(String, String)>> = Arc::new(
-        replies
-            .iter()
-            .map(|(p, r)| (p.to_string(), r.to_string()))
-            .collect(),
-    );
-    hostile(move |stream| {
-        let (greeting, replies) = (greeting.clone(), replies.clone());
-        async move {
-            let mut io = BufReader::new(stream);
-            if io.get_mut().write_all(greeting.as_bytes()).await.is_err() {
-                return;
-            }
-            let mut line = String::new();
-            while matches!(io.read_line(&mut line).await, Ok(n) if n > 0) {
-                let command = line.trim_end().to_ascii_uppercase();
-                let Some((_, reply)) = replies.iter().find(|(p, _)| command.starts_with(p)) else {
-                    return;
-                };
-                if io.get_mut().write_all(reply.as_bytes()).await.is_err() || command == "QUIT" {
-                    return;
-                }
-                line.clear();
-            }
-        }
-    })
-    .await
-}
 
 const LOGIN: [(&str, &str); 3] = [
     ("USER", "331 Please specify the password.\r\n"),
@@ -425,7 +354,7 @@ async fn garbage_greeting() {
     );
     let endless = scripted(&format!("220-{}", "x".repeat(100 << 10)), &[]).await;
     let v = run(anonymous(), endless).await;
-    assert_down_with(&v, "greeting too long");
+    assert_down(&v, "greeting too long");
 }
 
 #[tokio::test]
@@ -439,11 +368,7 @@ async fn greeting_421() {
 
 #[tokio::test(start_paused = true)]
 async fn never_greets() {
-    let addr = hostile(|stream| async move {
-        std::future::pending::<()>().await;
-        drop(stream);
-    })
-    .await;
+    let addr = silent().await;
     assert_eq!(
         run_within(anonymous(), addr, Duration::from_millis(500)).await,
         down("no greeting within 500 ms")
@@ -490,7 +415,7 @@ async fn auth_tls_not_offered() {
 /// the data connection on 127.0.0.1 only: the check must connect to the control
 /// connection's peer, not where the reply points.
 async fn pasv_elsewhere(claimed: Ipv4Addr) -> SocketAddr {
-    hostile(move |stream| async move {
+    hostile::tcp(move |stream| async move {
         let data = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("bind data");
@@ -560,5 +485,5 @@ async fn data_connection_refused() {
     )
     .await;
     let v = run(retrieve("/file", None), addr).await;
-    assert_down_with(&v, "data connection to 127.0.0.1:1: connection refused");
+    assert_down(&v, "data connection to 127.0.0.1:1: connection refused");
 }

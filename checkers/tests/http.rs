@@ -1,14 +1,18 @@
 //! http/https checks against a real nginx on loopback (Debian package
 //! `nginx-light`). Without nginx these tests fail and say which package to install.
 
-mod http_support;
+mod nginx;
+mod support;
 
 use std::net::SocketAddr;
 
 use checkers::Verdict;
 use checkers::spec::{BasicAuth, Method, Pattern, Tls};
-use http_support::{Nginx, Pki, assert_down, free_port, http_check, verdict};
 use md5::{Digest, Md5};
+use nginx::Nginx;
+use support::check::{assert_down, http_check, verdict};
+use support::daemon::{free_port, set_mode};
+use support::pki::Pki;
 
 const OK_BODY: &str = "directord says ok\n";
 
@@ -30,7 +34,7 @@ fn site() -> Site {
     std::fs::write(d.join("www/private/index.html"), "private ok\n").expect("private");
     std::fs::write(d.join("htpasswd"), "checker:{PLAIN}s3cret\n").expect("htpasswd");
     for sub in ["www", "www/private"] {
-        http_support::set_mode(&d.join(sub), 0o755);
+        set_mode(&d.join(sub), 0o755);
     }
     let pki = Pki::new(d);
     let leaf = pki.leaf("server", &["127.0.0.1", "localhost"], false);
@@ -189,7 +193,7 @@ async fn basic_auth_is_sent() {
     let with = |auth: Option<(&str, &str)>| {
         let auth = auth.map(|(user, password)| BasicAuth {
             user: user.into(),
-            password: password.into(),
+            password: checkers::spec::Secret::inline(password),
         });
         http_check(move |h, _| {
             h.path = "/private/".into();
@@ -213,10 +217,7 @@ async fn https_with_the_test_ca_is_up() {
     let check = http_check(|h, _| {
         h.path = "/ok.txt".into();
         h.expect_body = Some(Pattern::new("says ok").expect("regex"));
-        h.tls = Some(Tls {
-            ca_file: Some(s.pki.ca_file()),
-            ..Tls::default()
-        });
+        h.tls = Some(s.pki.tls());
     });
     assert_eq!(verdict(check, s.tls).await, Verdict::Up);
 
@@ -224,10 +225,7 @@ async fn https_with_the_test_ca_is_up() {
     let by_name = http_check(|h, _| {
         h.path = "/ok.txt".into();
         h.host = Some("localhost".into());
-        h.tls = Some(Tls {
-            ca_file: Some(s.pki.ca_file()),
-            ..Tls::default()
-        });
+        h.tls = Some(s.pki.tls());
     });
     assert_eq!(verdict(by_name, s.tls).await, Verdict::Up);
 }

@@ -1,7 +1,7 @@
 //! http/https checks against servers that misbehave on purpose (written here with
 //! tokio on loopback): the check must come back Down, in time, saying how far it got.
 
-mod http_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use checkers::Verdict;
 use checkers::spec::{Pattern, Tls};
-use http_support::{Pki, acceptor, assert_down, hostile, http_check, read_head, verdict};
+use support::check::{assert_down, http_check, verdict};
+use support::hostile::{self, read_head, silent};
+use support::pki::{Pki, acceptor};
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn silent_server_is_down_within_the_timeout() {
-    let addr = hostile(|mut s| async move {
+    let addr = hostile::tcp(|mut s| async move {
         let _ = read_head(&mut s).await;
         tokio::time::sleep(Duration::from_secs(60)).await;
     })
@@ -32,7 +34,7 @@ async fn silent_server_is_down_within_the_timeout() {
 
 #[tokio::test]
 async fn unknown_http_version_is_a_malformed_response() {
-    let addr = hostile(|mut s| async move {
+    let addr = hostile::tcp(|mut s| async move {
         let _ = read_head(&mut s).await;
         let _ = s.write_all(b"HTTP/9 lol\r\nWhat: ever\r\n\r\n").await;
     })
@@ -44,7 +46,7 @@ async fn unknown_http_version_is_a_malformed_response() {
 
 #[tokio::test]
 async fn random_bytes_are_a_malformed_response() {
-    let addr = hostile(|mut s| async move {
+    let addr = hostile::tcp(|mut s| async move {
         let _ = read_head(&mut s).await;
         // Fixed "random" bytes (a simple LCG) so a failure can be reproduced.
         let mut x: u32 = 0x1234_5678;
@@ -64,7 +66,7 @@ async fn random_bytes_are_a_malformed_response() {
 
 #[tokio::test]
 async fn close_before_headers_says_so() {
-    let addr = hostile(|mut s| async move {
+    let addr = hostile::tcp(|mut s| async move {
         let _ = read_head(&mut s).await;
     })
     .await;
@@ -76,7 +78,7 @@ async fn close_before_headers_says_so() {
 
 #[tokio::test]
 async fn close_mid_body_is_down_with_the_bytes_read() {
-    let addr = hostile(|mut s| async move {
+    let addr = hostile::tcp(|mut s| async move {
         let _ = read_head(&mut s).await;
         let _ = s
             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
@@ -94,7 +96,7 @@ async fn close_mid_body_is_down_with_the_bytes_read() {
 /// Answers 200 with `Content-Length: 1 GiB` and streams zeros for as long as the
 /// client reads, counting what it sent.
 async fn endless(sent: Arc<AtomicU64>) -> std::net::SocketAddr {
-    hostile(move |mut s| {
+    hostile::tcp(move |mut s| {
         let sent = sent.clone();
         async move {
             let _ = read_head(&mut s).await;
@@ -142,12 +144,7 @@ async fn expired_certificate_is_named() {
     let pki = Pki::new(dir.path());
     let tls = acceptor(&pki.leaf("expired", &["127.0.0.1"], true));
     let addr = tls_server(tls).await;
-    let check = http_check(|h, _| {
-        h.tls = Some(Tls {
-            ca_file: Some(pki.ca_file()),
-            ..Tls::default()
-        })
-    });
+    let check = http_check(|h, _| h.tls = Some(pki.tls()));
     assert_down(&verdict(check, addr).await, "TLS: certificate expired");
 }
 
@@ -159,10 +156,7 @@ async fn certificate_for_another_name_is_named() {
     let addr = tls_server(tls).await;
     let check = http_check(|h, _| {
         h.host = Some("www.example.test".into());
-        h.tls = Some(Tls {
-            ca_file: Some(pki.ca_file()),
-            ..Tls::default()
-        })
+        h.tls = Some(pki.tls())
     });
     assert_down(
         &verdict(check, addr).await,
@@ -172,11 +166,7 @@ async fn certificate_for_another_name_is_named() {
 
 #[tokio::test]
 async fn tls_server_that_never_handshakes_times_out() {
-    let addr = hostile(|s| async move {
-        let _held_open = s;
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    })
-    .await;
+    let addr = silent().await;
     let check = http_check(|h, c| {
         c.timeout = Duration::from_millis(300);
         h.tls = Some(Tls {
@@ -192,7 +182,7 @@ async fn tls_server_that_never_handshakes_times_out() {
 
 /// A TLS server answering 200 "ok" to whatever it is asked.
 async fn tls_server(tls: tokio_rustls::TlsAcceptor) -> std::net::SocketAddr {
-    hostile(move |s| {
+    hostile::tcp(move |s| {
         let tls = tls.clone();
         async move {
             let Ok(mut s) = tls.accept(s).await else {

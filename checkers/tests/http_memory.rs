@@ -1,12 +1,13 @@
 //! A check reading an endless body keeps its memory bounded. Its own test binary,
 //! so no other test's allocations blur the process's peak RSS.
 
-mod http_support;
+mod support;
 
 use std::time::Duration;
 
 use checkers::spec::Pattern;
-use http_support::{assert_down, hostile, http_check, read_head, verdict};
+use support::check::{assert_down, http_check, verdict};
+use support::hostile::{self, read_head};
 use tokio::io::AsyncWriteExt;
 
 /// A field of /proc/self/status in KiB.
@@ -21,7 +22,7 @@ fn status_kib(field: &str) -> u64 {
 
 #[tokio::test]
 async fn gigabyte_body_with_a_pattern_reads_a_bounded_prefix() {
-    let addr = hostile(|mut s| async move {
+    let addr = hostile::tcp(|mut s| async move {
         let _ = read_head(&mut s).await;
         let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n";
         if s.write_all(head).await.is_err() {

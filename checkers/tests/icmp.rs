@@ -3,17 +3,21 @@
 //! (unreachable routes, which make it send ICMP errors). Needs root; prints why it
 //! skipped otherwise.
 
+mod support;
+
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use checkers::spec::{Check, Connect, Health, Protocol};
+use checkers::spec::Protocol;
 use checkers::{Error, Probe, Verdict};
+use support::check::check;
+use support::daemon::is_root;
 
 const TIMEOUT: Duration = Duration::from_millis(300);
 
 fn skip_reason(needs_ip: bool) -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
+    if !is_root() {
         return Some("skipped: needs root (raw ICMP sockets, network namespaces)");
     }
     if needs_ip
@@ -30,21 +34,9 @@ fn skip_reason(needs_ip: bool) -> Option<&'static str> {
 }
 
 fn probe(bind: Option<IpAddr>) -> Probe {
-    Probe::new(Check {
-        interval: Duration::from_secs(1),
-        timeout: TIMEOUT,
-        rise: 1,
-        fall: 1,
-        retry: 0,
-        retry_delay: Duration::ZERO,
-        initial: Health::Down,
-        connect: Connect {
-            bind,
-            ..Connect::default()
-        },
-        protocol: Protocol::Ping,
-    })
-    .expect("prepare")
+    let mut check = check(Protocol::Ping, TIMEOUT);
+    check.connect.bind = bind;
+    Probe::new(check).expect("prepare")
 }
 
 async fn ping(ip: &str) -> Result<Verdict, Error> {
@@ -334,7 +326,7 @@ fn without_root_the_checker_cannot_open_its_socket_and_says_so() {
         .enable_all()
         .build()
         .expect("runtime");
-    if std::env::var_os(INNER).is_some() || !nix::unistd::geteuid().is_root() {
+    if std::env::var_os(INNER).is_some() || !is_root() {
         match rt.block_on(ping("127.0.0.1")) {
             Err(Error::Socket { source, .. }) => {
                 assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied);

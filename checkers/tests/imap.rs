@@ -2,18 +2,19 @@
 //! started by the test on loopback ports, and against misbehaving servers written
 //! here.
 
-mod daemon;
 mod dovecot;
-mod http_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use checkers::Verdict;
 use checkers::spec::{Imap, Login, Protocol, Secret, Tls, TlsMode};
-use checkers::{Probe, Verdict};
-use daemon::{check, is_root};
-use dovecot::{Dovecot, PASSWORD, USER, scripted, silent};
-use http_support::{Pki, hostile};
+use dovecot::{Dovecot, PASSWORD, USER};
+use support::check::{check, down, verdict};
+use support::daemon::skip_unless_root;
+use support::hostile::{self, recording, silent};
+use support::pki::Pki;
 use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -30,29 +31,16 @@ fn imap(tls: TlsMode, password: Option<&str>) -> Imap {
 }
 
 async fn run_within(spec: Imap, real: SocketAddr, timeout: Duration) -> Verdict {
-    let probe = Probe::new(check(Protocol::Imap(spec), timeout)).expect("valid check");
-    probe.run(real).await.expect("the checker works")
+    verdict(check(Protocol::Imap(spec), timeout), real).await
 }
 
 async fn run(spec: Imap, real: SocketAddr) -> Verdict {
     run_within(spec, real, TIMEOUT).await
 }
 
-fn down(reason: &str) -> Verdict {
-    Verdict::Down(reason.to_owned())
-}
-
-fn test_ca(pki: &Pki) -> Tls {
-    Tls {
-        ca_file: Some(pki.ca_file()),
-        ..Tls::default()
-    }
-}
-
 #[tokio::test]
 async fn dovecot_sessions() {
-    if !is_root() {
-        eprintln!("skipped: needs root (dovecot's master starts its services as root)");
+    if skip_unless_root("dovecot's master starts its services as root") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -61,7 +49,7 @@ async fn dovecot_sessions() {
     let dovecot = Dovecot::start(dir.path(), &leaf);
     let log = || dovecot.log(dir.path());
     let (plain, implicit) = (dovecot.imap, dovecot.imaps);
-    let ca = test_ca(&pki);
+    let ca = pki.tls();
 
     assert_eq!(run(imap(TlsMode::None, None), plain).await, Verdict::Up);
     assert_eq!(
@@ -127,12 +115,12 @@ const BYE: &str = "* BYE bye\r\nTAG OK Logout completed.\r\n";
 
 #[tokio::test]
 async fn hostile_greetings() {
-    let (ssh, _) = scripted("SSH-2.0-OpenSSH_9.2p1\r\n", &[], true).await;
+    let (ssh, _) = recording("SSH-2.0-OpenSSH_9.2p1\r\n", &[], true).await;
     assert_eq!(
         run(imap(TlsMode::None, None), ssh).await,
         down("greeting is not IMAP: \"SSH-2.0-OpenSSH_9.2p1\"")
     );
-    let (bye, _) = scripted("* BYE Too many connections\tfrom your IP\r\n", &[], true).await;
+    let (bye, _) = recording("* BYE Too many connections\tfrom your IP\r\n", &[], true).await;
     assert_eq!(
         run(imap(TlsMode::None, None), bye).await,
         down("greeting: * BYE Too many connections\\tfrom your IP")
@@ -142,7 +130,7 @@ async fn hostile_greetings() {
         run_within(imap(TlsMode::None, None), mute, SHORT).await,
         down("no greeting within 400 ms")
     );
-    let closes = hostile(|stream: TcpStream| async move { drop(stream) }).await;
+    let closes = hostile::tcp(|stream: TcpStream| async move { drop(stream) }).await;
     assert_eq!(
         run(imap(TlsMode::None, None), closes).await,
         down("connection closed before the greeting")
@@ -151,7 +139,7 @@ async fn hostile_greetings() {
 
 #[tokio::test]
 async fn starttls_not_offered() {
-    let (addr, received) = scripted("* OK ready\r\n", &[("CAPABILITY", CAPS)], true).await;
+    let (addr, received) = recording("* OK ready\r\n", &[("CAPABILITY", CAPS)], true).await;
     assert_eq!(
         run(
             imap(TlsMode::StartTls(Tls::default()), Some(PASSWORD)),
@@ -162,7 +150,7 @@ async fn starttls_not_offered() {
     );
     assert_eq!(*received.lock().expect("log"), ["a1 CAPABILITY"]);
 
-    let (refused, _) = scripted(
+    let (refused, _) = recording(
         "* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n",
         &[("STARTTLS", "TAG BAD TLS not available\r\n")],
         true,
@@ -173,7 +161,7 @@ async fn starttls_not_offered() {
         down("STARTTLS answered BAD TLS not available")
     );
 
-    let (injected, _) = scripted(
+    let (injected, _) = recording(
         "* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n",
         &[("STARTTLS", "TAG OK go ahead\r\n* OK injected\r\n")],
         true,
@@ -187,7 +175,7 @@ async fn starttls_not_offered() {
 
 #[tokio::test]
 async fn login_disabled_keeps_the_password() {
-    let (addr, received) = scripted(
+    let (addr, received) = recording(
         "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n",
         &[("LOGIN", "TAG OK logged in\r\n"), ("LOGOUT", BYE)],
         true,
@@ -204,7 +192,7 @@ async fn login_disabled_keeps_the_password() {
 async fn untagged_lines_literals_and_logout() {
     // Untagged lines and a literal before the tagged reply; LOGIN's reply carries
     // the capabilities; the server closes without answering LOGOUT: still up.
-    let (addr, received) = scripted(
+    let (addr, received) = recording(
         "* OK ready\r\n",
         &[
             (
@@ -226,14 +214,14 @@ async fn untagged_lines_literals_and_logout() {
     );
 
     // PREAUTH: already logged in, no LOGIN sent.
-    let (preauth, received) = scripted("* PREAUTH welcome\r\n", &[("LOGOUT", BYE)], true).await;
+    let (preauth, received) = recording("* PREAUTH welcome\r\n", &[("LOGOUT", BYE)], true).await;
     assert_eq!(
         run(imap(TlsMode::None, Some(PASSWORD)), preauth).await,
         Verdict::Up
     );
     assert_eq!(*received.lock().expect("log"), ["a1 LOGOUT"]);
 
-    let (no_logout, _) = scripted("* OK ready\r\n", &[("LOGOUT", "TAG BAD no\r\n")], true).await;
+    let (no_logout, _) = recording("* OK ready\r\n", &[("LOGOUT", "TAG BAD no\r\n")], true).await;
     assert_eq!(
         run(imap(TlsMode::None, None), no_logout).await,
         down("LOGOUT answered BAD no")
@@ -242,7 +230,7 @@ async fn untagged_lines_literals_and_logout() {
 
 #[tokio::test]
 async fn bad_replies() {
-    let (bye, _) = scripted(
+    let (bye, _) = recording(
         "* OK ready\r\n",
         &[("CAPABILITY", "* BYE shutting down\r\n")],
         true,
@@ -252,7 +240,7 @@ async fn bad_replies() {
         run(imap(TlsMode::None, Some(PASSWORD)), bye).await,
         down("reply to CAPABILITY: * BYE shutting down")
     );
-    let (garbage, _) = scripted(
+    let (garbage, _) = recording(
         "* OK ready\r\n",
         &[("CAPABILITY", "HTTP/1.1 400 Bad Request\r\n")],
         true,
@@ -262,7 +250,7 @@ async fn bad_replies() {
         run(imap(TlsMode::None, Some(PASSWORD)), garbage).await,
         down("reply to CAPABILITY is not IMAP: \"HTTP/1.1 400 Bad Request\"")
     );
-    let (huge, _) = scripted(
+    let (huge, _) = recording(
         "* OK ready\r\n",
         &[("CAPABILITY", "* OK {999999999}\r\n")],
         true,

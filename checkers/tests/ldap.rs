@@ -2,8 +2,7 @@
 //! test on loopback ports with a throw-away config and directory, and against
 //! misbehaving servers written here.
 
-mod daemon;
-mod http_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,10 +10,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use checkers::Verdict;
 use checkers::spec::{Ldap, LdapBind, LdapScope, Protocol, Secret, Tls, TlsMode};
-use checkers::{Probe, Verdict};
-use daemon::{Daemon, check, free_port, localhost, program};
-use http_support::{Leaf, Pki, hostile};
+use support::check::{check, down, verdict};
+use support::daemon::{Daemon, accepts, free_port, localhost, program, run_tool};
+use support::hostile::{self, silent};
+use support::pki::{Leaf, Pki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -52,12 +53,7 @@ async fn run(spec: Ldap, real: SocketAddr) -> Verdict {
 }
 
 async fn run_within(spec: Ldap, real: SocketAddr, timeout: Duration) -> Verdict {
-    let probe = Probe::new(check(Protocol::Ldap(spec), timeout)).expect("valid check");
-    probe.run(real).await.expect("the checker works")
-}
-
-fn down(reason: &str) -> Verdict {
-    Verdict::Down(reason.to_owned())
+    verdict(check(Protocol::Ldap(spec), timeout), real).await
 }
 
 /// A slapd of its own: slapd.conf, the mdb directory and the log in `dir`, the test
@@ -79,18 +75,13 @@ impl Slapd {
         std::fs::write(&conf, slapd_conf(dir, leaf)).expect("write slapd.conf");
         let ldif = dir.join("tree.ldif");
         std::fs::write(&ldif, TREE).expect("write the tree");
-        let out = Command::new(slapadd)
-            .arg("-f")
-            .arg(&conf)
-            .arg("-l")
-            .arg(&ldif)
-            .output()
-            .expect("run slapadd");
-        assert!(
-            out.status.success(),
-            "slapadd failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+        run_tool(
+            Command::new(slapadd)
+                .arg("-f")
+                .arg(&conf)
+                .arg("-l")
+                .arg(&ldif),
+            "",
         );
 
         let (ldap, ldaps) = (localhost(free_port()), localhost(free_port()));
@@ -111,11 +102,7 @@ impl Slapd {
         } else {
             vec![ldap]
         };
-        daemon.wait_until("slapd", || {
-            ports
-                .iter()
-                .all(|a| std::net::TcpStream::connect(a).is_ok())
-        });
+        daemon.wait_until("slapd", || ports.iter().all(|&a| accepts(a)));
         Slapd {
             ldap,
             ldaps,
@@ -300,10 +287,7 @@ async fn slapd_tls() {
     let leaf = pki.leaf("slapd", &["ldap.lab.test", "127.0.0.1"], false);
     let slapd = Slapd::start(dir.path(), Some(&leaf));
     let spec = as_monitor(MONITOR_PASSWORD, anonymous(SUFFIX, "(cn=backup)"));
-    let test_ca = Tls {
-        ca_file: Some(pki.ca_file()),
-        ..Tls::default()
-    };
+    let test_ca = pki.tls();
 
     let starttls = with_tls(TlsMode::StartTls(test_ca.clone()), spec.clone());
     assert_eq!(run(starttls, slapd.ldap).await, Verdict::Up);
@@ -445,7 +429,7 @@ const EXTENDED_RESPONSE: u8 = 0x78;
 /// bytes), then holds the connection open.
 async fn scripted(replies: Vec<Vec<u8>>) -> SocketAddr {
     let replies = Arc::new(replies);
-    hostile(move |mut stream| {
+    hostile::tcp(move |mut stream| {
         let replies = replies.clone();
         async move {
             for reply in replies.iter() {
@@ -565,7 +549,7 @@ async fn starttls_answers() {
 #[tokio::test]
 async fn closes_at_once() {
     // Closes once the bind came (closing with it unread would be a reset).
-    let addr = hostile(|mut stream| async move {
+    let addr = hostile::tcp(|mut stream| async move {
         let _ = read_request(&mut stream).await;
     })
     .await;
@@ -578,11 +562,7 @@ async fn closes_at_once() {
 #[tokio::test(start_paused = true)]
 async fn never_answers() {
     let half_second = Duration::from_millis(500);
-    let silent = hostile(|stream| async move {
-        std::future::pending::<()>().await;
-        drop(stream);
-    })
-    .await;
+    let silent = silent().await;
     assert_eq!(
         run_within(any_entry(), silent, half_second).await,
         down("no LDAP answer to the bind within 500 ms")

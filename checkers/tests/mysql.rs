@@ -6,8 +6,8 @@
 //! `mariadb/rsa_test_key.pem` is a throw-away RSA key (made with `openssl genpkey`)
 //! for the fake MySQL 8: the check encrypts the password with its public half.
 
-mod daemon;
-mod http_support;
+mod sql;
+mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,14 +17,16 @@ use std::time::Duration;
 
 use checkers::spec::{Login, Protocol, Secret, Sql, Tls};
 use checkers::{Probe, Verdict};
-use daemon::{Daemon, check, free_port, is_root, localhost, program};
-use http_support::{Leaf, Pki};
 use sha2::{Digest, Sha256};
+use sql::{PASSWORD, assert_down_with};
+use support::check::{check, down, verdict};
+use support::daemon::{Daemon, accepts, free_port, localhost, program, run_tool, skip_unless_root};
+use support::hostile::{self, silent};
+use support::pki::{Leaf, Pki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
-const PASSWORD: &str = "s3cret-Pw!";
 
 fn sql(query: &str) -> Sql {
     Sql {
@@ -57,30 +59,7 @@ async fn run(spec: Sql, real: SocketAddr) -> Verdict {
 }
 
 async fn run_within(spec: Sql, real: SocketAddr, timeout: Duration) -> Verdict {
-    let probe = Probe::new(check(Protocol::Mysql(spec), timeout)).expect("valid check");
-    probe.run(real).await.expect("the checker works")
-}
-
-fn down(reason: &str) -> Verdict {
-    Verdict::Down(reason.to_owned())
-}
-
-#[track_caller]
-fn assert_down_with(v: &Verdict, needle: &str) {
-    match v {
-        Verdict::Down(reason) => {
-            eprintln!("down: {reason}");
-            assert!(
-                reason.contains(needle),
-                "reason {reason:?} should contain {needle:?}"
-            );
-            assert!(
-                !reason.contains(PASSWORD),
-                "reason {reason:?} shows the password"
-            );
-        }
-        Verdict::Up => panic!("expected down with {needle:?}, got up"),
-    }
+    verdict(check(Protocol::Mysql(spec), timeout), real).await
 }
 
 /// A private mariadbd in the foreground, on a loopback port and a socket in `dir`,
@@ -97,17 +76,12 @@ impl Mariadb {
         let mariadbd = program("/usr/sbin/mariadbd", "mariadb-server");
         program("/usr/bin/mariadb", "mariadb-client");
         let data = dir.join("data");
-        let out = Command::new(install)
-            .args(["--no-defaults", "--auth-root-authentication-method=normal"])
-            .args(["--skip-test-db", "--user=root"])
-            .arg(format!("--datadir={}", data.display()))
-            .output()
-            .expect("run mariadb-install-db");
-        assert!(
-            out.status.success(),
-            "mariadb-install-db failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_tool(
+            Command::new(install)
+                .args(["--no-defaults", "--auth-root-authentication-method=normal"])
+                .args(["--skip-test-db", "--user=root"])
+                .arg(format!("--datadir={}", data.display())),
+            "",
         );
         let port = free_port();
         let sock = dir.join("sock");
@@ -124,9 +98,7 @@ impl Mariadb {
             .arg(format!("--ssl-cert={}", leaf.cert_pem.display()))
             .arg(format!("--ssl-key={}", leaf.key_pem.display()));
         let mut daemon = Daemon::start(cmd, &dir.join("mariadbd.log"));
-        daemon.wait_until("mariadbd", || {
-            std::net::TcpStream::connect(localhost(port)).is_ok() && sock.exists()
-        });
+        daemon.wait_until("mariadbd", || accepts(localhost(port)) && sock.exists());
         let db = Mariadb { daemon, sock, port };
         db.sql(&format!(
             "CREATE USER monitor@'%' IDENTIFIED BY '{PASSWORD}';
@@ -141,17 +113,12 @@ impl Mariadb {
 
     /// Runs `statements` as root over the socket.
     fn sql(&self, statements: &str) {
-        let out = Command::new("/usr/bin/mariadb")
-            .arg("--no-defaults")
-            .arg(format!("--socket={}", self.sock.display()))
-            .args(["--user=root", "--batch", "-e", statements])
-            .output()
-            .expect("run mariadb");
-        assert!(
-            out.status.success(),
-            "mariadb {statements:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.daemon.log()
+        run_tool(
+            Command::new("/usr/bin/mariadb")
+                .arg("--no-defaults")
+                .arg(format!("--socket={}", self.sock.display()))
+                .args(["--user=root", "--batch", "-e", statements]),
+            &self.daemon.log(),
         );
     }
 
@@ -163,13 +130,12 @@ impl Mariadb {
 /// Every case against one server (it starts in about a second), then stopped.
 #[tokio::test]
 async fn mariadb() {
-    if !is_root() {
-        eprintln!("skipped: needs root (mariadbd runs as root with --user=root here)");
+    if skip_unless_root("mariadbd runs as root with --user=root here") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path());
-    let leaf = pki.leaf("server", &["127.0.0.1", "db.example.org"], false);
+    let leaf = sql::server_leaf(&pki);
     let db = Mariadb::start(dir.path(), &leaf);
     let real = db.addr();
 
@@ -219,33 +185,8 @@ async fn mariadb() {
     assert_eq!(probe.run(real).await.expect("works"), Verdict::Up);
 
     // TLS, verified against the test CA.
-    let ca = Tls {
-        ca_file: Some(pki.ca_file()),
-        ..Tls::default()
-    };
-    assert_eq!(run(with_tls(ca.clone()), real).await, Verdict::Up);
-    let named = Tls {
-        server_name: Some("db.example.org".into()),
-        ..ca.clone()
-    };
-    assert_eq!(run(with_tls(named), real).await, Verdict::Up);
-    let misnamed = Tls {
-        server_name: Some("other.example.org".into()),
-        ..ca.clone()
-    };
-    assert_down_with(
-        &run(with_tls(misnamed), real).await,
-        "TLS: certificate not valid for name \"other.example.org\"",
-    );
-    assert_eq!(
-        run(with_tls(Tls::default()), real).await,
-        down("TLS: unknown issuer")
-    );
-    let unverified = Tls {
-        verify: false,
-        ..Tls::default()
-    };
-    assert_eq!(run(with_tls(unverified), real).await, Verdict::Up);
+    sql::tls_verification(&pki, |tls| run(with_tls(tls), real)).await;
+    let ca = pki.tls();
     // A user that must use TLS is refused without it and let in with it.
     db.sql(&format!(
         "CREATE USER tlsonly@'%' IDENTIFIED BY '{PASSWORD}' REQUIRE SSL;"
@@ -272,22 +213,6 @@ async fn mariadb() {
 }
 
 // Fake servers.
-
-/// Serves each connection on a loopback port with `serve`.
-async fn server<F, Fut>(serve: F) -> SocketAddr
-where
-    F: Fn(TcpStream) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream));
-        }
-    });
-    addr
-}
 
 async fn write_packet(s: &mut TcpStream, seq: u8, payload: &[u8]) {
     let len = payload.len();
@@ -406,7 +331,7 @@ async fn mysql8(seen: Arc<Mutex<Vec<String>>>, fast: bool) -> SocketAddr {
         .to_public_key()
         .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
         .expect("public PEM");
-    server(move |mut s| {
+    hostile::tcp(move |mut s| {
         let key = key.clone();
         let public = public.clone();
         let seen = seen.clone();
@@ -502,7 +427,7 @@ async fn mysql8_caching_sha2_fast_path() {
 
 /// A server that takes any login, then answers the query with `rows`.
 async fn any_login(rows: Vec<Vec<u8>>) -> SocketAddr {
-    server(move |mut s| {
+    hostile::tcp(move |mut s| {
         let rows = rows.clone();
         async move {
             let caps = PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH;
@@ -550,7 +475,7 @@ async fn tls_required_but_not_offered() {
 async fn clear_text_password_refused_without_tls() {
     let got = Arc::new(Mutex::new(Vec::new()));
     let seen = got.clone();
-    let real = server(move |mut s| {
+    let real = hostile::tcp(move |mut s| {
         let seen = seen.clone();
         async move {
             let caps = PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH;
@@ -576,7 +501,7 @@ async fn clear_text_password_refused_without_tls() {
 
 #[tokio::test]
 async fn unsupported_auth_plugin_is_named() {
-    let real = server(|mut s| async move {
+    let real = hostile::tcp(|mut s| async move {
         let caps = PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH;
         write_packet(&mut s, 0, &greeting(caps, "mysql_native_password")).await;
         if read_packet(&mut s).await.is_some() {
@@ -593,7 +518,7 @@ async fn unsupported_auth_plugin_is_named() {
 
 #[tokio::test]
 async fn handshake_error_is_quoted() {
-    let real = server(|mut s| async move {
+    let real = hostile::tcp(|mut s| async move {
         let mut p = vec![0xff];
         p.extend_from_slice(&1040u16.to_le_bytes());
         p.extend_from_slice(b"Too many connections");
@@ -608,7 +533,7 @@ async fn handshake_error_is_quoted() {
 
 #[tokio::test]
 async fn garbage_handshake() {
-    let real = server(|mut s| async move {
+    let real = hostile::tcp(|mut s| async move {
         let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n").await;
         tokio::time::sleep(Duration::from_secs(5)).await;
     })
@@ -618,7 +543,7 @@ async fn garbage_handshake() {
         down("malformed handshake: \"SSH-2.0-OpenSSH_9.2p1 Debian-2\"")
     );
     // A packet of the right shape whose content is not a handshake.
-    let real = server(|mut s| async move {
+    let real = hostile::tcp(|mut s| async move {
         write_packet(&mut s, 0, b"HTTP/1.1 400 Bad Request").await;
         tokio::time::sleep(Duration::from_secs(5)).await;
     })
@@ -631,18 +556,14 @@ async fn garbage_handshake() {
 
 #[tokio::test]
 async fn silent_server_times_out() {
-    let real = server(|s| async move {
-        let _held = s;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    })
-    .await;
+    let real = silent().await;
     let timeout = Duration::from_millis(300);
     assert_eq!(
         run_within(sql("SELECT 1"), real, timeout).await,
         down("no handshake within 300 ms")
     );
     // Logged in, then silent on the query.
-    let real = server(|mut s| async move {
+    let real = hostile::tcp(|mut s| async move {
         let caps = PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH;
         write_packet(&mut s, 0, &greeting(caps, "mysql_native_password")).await;
         if read_packet(&mut s).await.is_some() {
@@ -659,7 +580,7 @@ async fn silent_server_times_out() {
 
 #[tokio::test]
 async fn closed_before_the_handshake() {
-    let real = server(|s| async move { drop(s) }).await;
+    let real = hostile::tcp(|s| async move { drop(s) }).await;
     assert_eq!(
         run(sql("SELECT 1"), real).await,
         down("connection closed before the handshake")

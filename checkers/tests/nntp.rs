@@ -2,8 +2,7 @@
 //! package `inn2`, run standalone) started by the test on loopback ports, and
 //! against misbehaving servers written here.
 
-mod daemon;
-mod http_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
@@ -11,11 +10,15 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use checkers::Verdict;
 use checkers::spec::{Nntp, Protocol, Tls, TlsMode};
-use checkers::{Probe, Verdict};
-use daemon::{Daemon, check, free_port, is_root, localhost, program};
-use http_support::{Leaf, Pki, hostile, set_mode};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use support::check::{check, down, verdict};
+use support::daemon::{
+    Daemon, accepts, chown, free_port, greets, localhost, program, run_tool, set_mode,
+    skip_unless_root, user,
+};
+use support::hostile::{scripted, silent};
+use support::pki::{Leaf, Pki};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 const NNRPD: &str = "/usr/lib/news/bin/nnrpd";
@@ -32,12 +35,7 @@ async fn run(spec: Nntp, real: SocketAddr) -> Verdict {
 }
 
 async fn run_within(spec: Nntp, real: SocketAddr, timeout: Duration) -> Verdict {
-    let probe = Probe::new(check(Protocol::Nntp(spec), timeout)).expect("valid check");
-    probe.run(real).await.expect("the checker works")
-}
-
-fn down(reason: &str) -> Verdict {
-    Verdict::Down(reason.to_owned())
+    verdict(check(Protocol::Nntp(spec), timeout), real).await
 }
 
 /// A news server of its own: inn.conf and the database (active file with the group
@@ -118,24 +116,20 @@ tlskeyfile: {key}
             "lab.test\tThe lab's test group.\n",
         )
         .expect("write newsgroups");
-        let news = news_uid();
+        let news = user("news", "inn2");
         chown_tree(dir, news);
-        let (cert, key) = (&leaf.cert_pem, &leaf.key_pem);
-        std::os::unix::fs::chown(cert, Some(news), Some(news)).expect("chown the certificate");
-        std::os::unix::fs::chown(key, Some(news), Some(news)).expect("chown the key");
-        set_mode(key, 0o600);
+        chown(&leaf.cert_pem, news);
+        chown(&leaf.key_pem, news);
+        set_mode(&leaf.key_pem, 0o600);
 
         // The overview's group index, which nnrpd needs to open the group.
-        let status = Command::new(tdx_util)
-            .env("INNCONF", &conf)
-            .args(["-c", "-n", "lab.test"])
-            .uid(news)
-            .gid(news)
-            .status()
-            .expect("run tdx-util");
-        assert!(
-            status.success(),
-            "tdx-util -c -n lab.test failed ({status})"
+        run_tool(
+            Command::new(tdx_util)
+                .env("INNCONF", &conf)
+                .args(["-c", "-n", "lab.test"])
+                .uid(news.0)
+                .gid(news.1),
+            "",
         );
 
         let start = |port: u16, tls: bool, name: &str| {
@@ -147,7 +141,15 @@ tlskeyfile: {key}
                 cmd.arg("-S");
             }
             let mut daemon = Daemon::start(cmd, &dir.join(format!("{name}.out")));
-            daemon.wait_until("nnrpd", || greets(port, !tls));
+            // With TLS the greeting comes after a handshake.
+            daemon.wait_until("nnrpd", || {
+                let addr = localhost(port);
+                if tls {
+                    accepts(addr)
+                } else {
+                    greets(addr, b"20")
+                }
+            });
             daemon
         };
         let (plain, implicit) = (free_port(), free_port());
@@ -163,60 +165,47 @@ tlskeyfile: {key}
     }
 }
 
-fn news_uid() -> u32 {
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
-    passwd
-        .lines()
-        .find_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            (fields.first() == Some(&"news")).then(|| fields.get(2)?.parse().ok())?
-        })
-        .expect("no news user: install the Debian package `inn2`")
-}
-
-fn chown_tree(path: &Path, uid: u32) {
-    std::os::unix::fs::chown(path, Some(uid), Some(uid)).expect("chown");
+fn chown_tree(path: &Path, owner: (u32, u32)) {
+    chown(path, owner);
     if path.is_dir() {
         for entry in std::fs::read_dir(path).expect("read_dir") {
-            chown_tree(&entry.expect("entry").path(), uid);
+            chown_tree(&entry.expect("entry").path(), owner);
         }
     }
 }
 
-/// Whether 127.0.0.1:`port` accepts (and, with `greeting`, answers 20x).
-fn greets(port: u16, greeting: bool) -> bool {
-    use std::io::Read;
-    let Ok(mut stream) = std::net::TcpStream::connect(localhost(port)) else {
-        return false;
-    };
-    if !greeting {
-        return true;
-    }
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 2];
-    stream.read_exact(&mut buf).is_ok() && &buf == b"20"
+/// An INN with a certificate for news.lab.test and 127.0.0.1 from a test PKI of
+/// its own, all in a tempdir.
+struct Lab {
+    pki: Pki,
+    inn: Inn,
+    _dir: tempfile::TempDir,
 }
 
-fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
+impl Lab {
+    /// `None`, after saying why, when not root.
+    fn start() -> Option<Lab> {
+        if skip_unless_root("nnrpd switches to the news user") {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::new(dir.path());
+        let leaf = pki.leaf("news", &["news.lab.test", "127.0.0.1"], false);
+        let inn = Inn::start(dir.path(), &leaf);
+        Some(Lab {
+            pki,
+            inn,
+            _dir: dir,
+        })
     }
-    eprintln!("skipped: needs root (nnrpd switches to the news user)");
-    true
 }
 
 #[tokio::test]
 async fn nnrpd_reader_sessions() {
-    if skip_unless_root() {
+    let Some(lab) = Lab::start() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::new(dir.path());
-    let inn = Inn::start(
-        dir.path(),
-        &pki.leaf("news", &["news.lab.test", "127.0.0.1"], false),
-    );
-    let real = localhost(inn.plain);
+    };
+    let real = localhost(lab.inn.plain);
     assert_eq!(run(plain(None), real).await, Verdict::Up);
     assert_eq!(run(plain(Some("lab.test")), real).await, Verdict::Up);
     assert_eq!(
@@ -227,24 +216,15 @@ async fn nnrpd_reader_sessions() {
 
 #[tokio::test]
 async fn nnrpd_tls() {
-    if skip_unless_root() {
+    let Some(lab) = Lab::start() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::new(dir.path());
-    let inn = Inn::start(
-        dir.path(),
-        &pki.leaf("news", &["news.lab.test", "127.0.0.1"], false),
-    );
-    let test_ca = Tls {
-        ca_file: Some(pki.ca_file()),
-        ..Tls::default()
     };
+    let test_ca = lab.pki.tls();
     let with = |tls: TlsMode| Nntp {
         tls,
         group: Some("lab.test".into()),
     };
-    let (real, nntps) = (localhost(inn.plain), localhost(inn.implicit));
+    let (real, nntps) = (localhost(lab.inn.plain), localhost(lab.inn.implicit));
     assert_eq!(
         run(with(TlsMode::StartTls(test_ca.clone())), real).await,
         Verdict::Up
@@ -269,15 +249,12 @@ async fn nnrpd_tls() {
 
 #[tokio::test]
 async fn nnrpd_stopped() {
-    if skip_unless_root() {
+    let Some(lab) = Lab::start() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::new(dir.path());
-    let inn = Inn::start(dir.path(), &pki.leaf("news", &["127.0.0.1"], false));
-    let real = localhost(inn.plain);
+    };
+    let real = localhost(lab.inn.plain);
     assert_eq!(run(plain(None), real).await, Verdict::Up);
-    drop(inn);
+    drop(lab);
     assert_eq!(
         run(plain(None), real).await,
         down(&format!("connect {real}: connection refused"))
@@ -285,32 +262,6 @@ async fn nnrpd_stopped() {
 }
 
 // Misbehaving servers.
-
-/// Sends `greeting`, then answers each command line with the reply for the first
-/// matching prefix; closes on an unknown command.
-async fn scripted(
-    greeting: &'static str,
-    replies: &'static [(&'static str, &'static str)],
-) -> SocketAddr {
-    hostile(move |stream| async move {
-        let mut io = BufReader::new(stream);
-        if io.get_mut().write_all(greeting.as_bytes()).await.is_err() {
-            return;
-        }
-        let mut line = String::new();
-        while matches!(io.read_line(&mut line).await, Ok(n) if n > 0) {
-            let command = line.trim_end().to_ascii_uppercase();
-            let Some((_, reply)) = replies.iter().find(|(p, _)| command.starts_with(p)) else {
-                return;
-            };
-            if io.get_mut().write_all(reply.as_bytes()).await.is_err() {
-                return;
-            }
-            line.clear();
-        }
-    })
-    .await
-}
 
 #[tokio::test]
 async fn greeting_502_and_400() {
@@ -337,11 +288,7 @@ async fn garbage_greeting() {
 
 #[tokio::test(start_paused = true)]
 async fn never_greets() {
-    let addr = hostile(|stream| async move {
-        std::future::pending::<()>().await;
-        drop(stream);
-    })
-    .await;
+    let addr = silent().await;
     assert_eq!(
         run_within(plain(None), addr, Duration::from_millis(500)).await,
         down("no greeting within 500 ms")

@@ -2,18 +2,19 @@
 //! started by the test on loopback ports, and against misbehaving servers written
 //! here.
 
-mod daemon;
 mod dovecot;
-mod http_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use checkers::Verdict;
 use checkers::spec::{Login, Pop, Protocol, Secret, Tls, TlsMode};
-use checkers::{Probe, Verdict};
-use daemon::{check, is_root};
-use dovecot::{Dovecot, PASSWORD, USER, scripted, silent};
-use http_support::{Pki, hostile};
+use dovecot::{Dovecot, PASSWORD, USER};
+use support::check::{check, down, verdict};
+use support::daemon::skip_unless_root;
+use support::hostile::{self, recording, silent};
+use support::pki::Pki;
 use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -30,22 +31,16 @@ fn pop(tls: TlsMode, password: Option<&str>) -> Pop {
 }
 
 async fn run_within(spec: Pop, real: SocketAddr, timeout: Duration) -> Verdict {
-    let probe = Probe::new(check(Protocol::Pop(spec), timeout)).expect("valid check");
-    probe.run(real).await.expect("the checker works")
+    verdict(check(Protocol::Pop(spec), timeout), real).await
 }
 
 async fn run(spec: Pop, real: SocketAddr) -> Verdict {
     run_within(spec, real, TIMEOUT).await
 }
 
-fn down(reason: &str) -> Verdict {
-    Verdict::Down(reason.to_owned())
-}
-
 #[tokio::test]
 async fn dovecot_sessions() {
-    if !is_root() {
-        eprintln!("skipped: needs root (dovecot's master starts its services as root)");
+    if skip_unless_root("dovecot's master starts its services as root") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -54,10 +49,7 @@ async fn dovecot_sessions() {
     let dovecot = Dovecot::start(dir.path(), &leaf);
     let log = || dovecot.log(dir.path());
     let (plain, implicit) = (dovecot.pop3, dovecot.pop3s);
-    let ca = Tls {
-        ca_file: Some(pki.ca_file()),
-        ..Tls::default()
-    };
+    let ca = pki.tls();
 
     assert_eq!(run(pop(TlsMode::None, None), plain).await, Verdict::Up);
     assert_eq!(
@@ -112,12 +104,12 @@ async fn dovecot_sessions() {
 
 #[tokio::test]
 async fn hostile_greetings() {
-    let (imap, _) = scripted("* OK IMAP4rev1 ready\r\n", &[], false).await;
+    let (imap, _) = recording("* OK IMAP4rev1 ready\r\n", &[], false).await;
     assert_eq!(
         run(pop(TlsMode::None, None), imap).await,
         down("greeting is not POP3: \"* OK IMAP4rev1 ready\"")
     );
-    let (busy, _) = scripted("-ERR [SYS/TEMP] busy, try later\r\n", &[], false).await;
+    let (busy, _) = recording("-ERR [SYS/TEMP] busy, try later\r\n", &[], false).await;
     assert_eq!(
         run(pop(TlsMode::None, None), busy).await,
         down("greeting: -ERR [SYS/TEMP] busy, try later")
@@ -127,7 +119,7 @@ async fn hostile_greetings() {
         run_within(pop(TlsMode::None, None), mute, SHORT).await,
         down("no greeting within 400 ms")
     );
-    let closes = hostile(|stream: TcpStream| async move { drop(stream) }).await;
+    let closes = hostile::tcp(|stream: TcpStream| async move { drop(stream) }).await;
     assert_eq!(
         run(pop(TlsMode::None, None), closes).await,
         down("connection closed before the greeting")
@@ -136,7 +128,7 @@ async fn hostile_greetings() {
 
 #[tokio::test]
 async fn stls_not_offered() {
-    let (addr, received) = scripted(
+    let (addr, received) = recording(
         "+OK ready\r\n",
         &[("STLS", "-ERR Unknown command: STLS\r\n")],
         false,
@@ -148,7 +140,7 @@ async fn stls_not_offered() {
     );
     assert_eq!(*received.lock().expect("log"), ["STLS"]);
 
-    let (injected, _) = scripted(
+    let (injected, _) = recording(
         "+OK ready\r\n",
         &[("STLS", "+OK begin TLS\r\n+OK injected\r\n")],
         false,
@@ -162,7 +154,7 @@ async fn stls_not_offered() {
 
 #[tokio::test]
 async fn login_and_quit() {
-    let (addr, received) = scripted(
+    let (addr, received) = recording(
         "+OK ready <1896.697170952@dbc.mtview.ca.us>\r\n",
         &[
             ("USER", "+OK\r\n"),
@@ -185,7 +177,7 @@ async fn login_and_quit() {
         ]
     );
 
-    let (no_user, _) = scripted(
+    let (no_user, _) = recording(
         "+OK ready\r\n",
         &[(
             "USER",
@@ -199,7 +191,7 @@ async fn login_and_quit() {
         down("USER rejected: -ERR [AUTH] Plaintext authentication disallowed")
     );
 
-    let (quit_err, _) = scripted(
+    let (quit_err, _) = recording(
         "+OK ready\r\n",
         &[("QUIT", "-ERR some deleted messages not removed\r\n")],
         false,
@@ -210,7 +202,7 @@ async fn login_and_quit() {
         down("QUIT answered -ERR some deleted messages not removed")
     );
 
-    let (garbage, _) = scripted(
+    let (garbage, _) = recording(
         "+OK ready\r\n",
         &[("USER", "HTTP/1.1 400 Bad Request\r\n")],
         false,

@@ -2,8 +2,8 @@
 //! `postgresql`) started by the test on a loopback port as the `postgres` user,
 //! and against misbehaving servers written here.
 
-mod daemon;
-mod http_support;
+mod sql;
+mod support;
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -14,13 +14,18 @@ use std::time::Duration;
 
 use checkers::spec::{Login, Protocol, Secret, Sql, Tls};
 use checkers::{Probe, Verdict};
-use daemon::{Daemon, check, free_port, is_root, localhost, program};
-use http_support::Pki;
+use sql::{PASSWORD, assert_down_with};
+use support::check::{check, down, verdict};
+use support::daemon::{
+    Daemon, accepts, chown, free_port, localhost, program, run_tool, set_mode, skip_unless_root,
+    user,
+};
+use support::hostile::{self, silent};
+use support::pki::Pki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
-const PASSWORD: &str = "s3cret-Pw!";
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 
 fn login(user: &str, password: &str) -> Login {
@@ -59,42 +64,7 @@ async fn run(spec: Sql, real: SocketAddr) -> Verdict {
 }
 
 async fn run_within(spec: Sql, real: SocketAddr, timeout: Duration) -> Verdict {
-    let probe = Probe::new(check(Protocol::Postgres(spec), timeout)).expect("valid check");
-    probe.run(real).await.expect("the checker works")
-}
-
-fn down(reason: &str) -> Verdict {
-    Verdict::Down(reason.to_owned())
-}
-
-#[track_caller]
-fn assert_down_with(v: &Verdict, needle: &str) {
-    match v {
-        Verdict::Down(reason) => {
-            eprintln!("down: {reason}");
-            assert!(
-                reason.contains(needle),
-                "reason {reason:?} should contain {needle:?}"
-            );
-            assert!(
-                !reason.contains(PASSWORD),
-                "reason {reason:?} shows the password"
-            );
-        }
-        Verdict::Up => panic!("expected down with {needle:?}, got up"),
-    }
-}
-
-/// The uid and gid of the `postgres` user (PostgreSQL refuses to run as root).
-fn postgres_user() -> (u32, u32) {
-    let user = nix::unistd::User::from_name("postgres")
-        .expect("look up the postgres user")
-        .expect("the postgres user exists: install the Debian package `postgresql`");
-    (user.uid.as_raw(), user.gid.as_raw())
-}
-
-fn chown(path: &Path, (uid, gid): (u32, u32)) {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+    verdict(check(Protocol::Postgres(spec), timeout), real).await
 }
 
 /// pg_hba.conf: trust on the socket (for the setup), and per role over TCP.
@@ -120,25 +90,21 @@ impl Postgres {
         let initdb = program(&format!("{BIN}/initdb"), "postgresql");
         let postgres = program(&format!("{BIN}/postgres"), "postgresql");
         program(&format!("{BIN}/psql"), "postgresql-client");
-        let owner = postgres_user();
+        // PostgreSQL refuses to run as root.
+        let owner = user("postgres", "postgresql");
         chown(dir, owner);
         chown(cert, owner);
         chown(key, owner);
-        http_support::set_mode(key, 0o600);
+        set_mode(key, 0o600);
         let data = dir.join("data");
-        let out = Command::new(initdb)
-            .uid(owner.0)
-            .gid(owner.1)
-            .env("LC_ALL", "C.UTF-8")
-            .args(["--no-sync", "-U", "postgres", "--auth=trust", "-D"])
-            .arg(&data)
-            .output()
-            .expect("run initdb");
-        assert!(
-            out.status.success(),
-            "initdb failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_tool(
+            Command::new(initdb)
+                .uid(owner.0)
+                .gid(owner.1)
+                .env("LC_ALL", "C.UTF-8")
+                .args(["--no-sync", "-U", "postgres", "--auth=trust", "-D"])
+                .arg(&data),
+            "",
         );
         let hba = data.join("pg_hba.conf");
         std::fs::write(&hba, HBA).expect("write pg_hba.conf");
@@ -167,9 +133,7 @@ impl Postgres {
             .arg(format!("ssl_key_file={}", key.display()));
         let mut daemon = Daemon::start(cmd, &dir.join("postgres.log"));
         let sock = dir.join(format!(".s.PGSQL.{port}"));
-        daemon.wait_until("postgres", || {
-            sock.exists() && std::net::TcpStream::connect(localhost(port)).is_ok()
-        });
+        daemon.wait_until("postgres", || sock.exists() && accepts(localhost(port)));
         let pg = Postgres {
             daemon,
             dir: dir.to_owned(),
@@ -199,18 +163,13 @@ impl Postgres {
 
     /// Runs `statements` as postgres over the socket.
     fn psql(&self, db: &str, statements: &str) {
-        let out = Command::new(format!("{BIN}/psql"))
-            .arg("-h")
-            .arg(&self.dir)
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db])
-            .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-c", statements])
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql {statements:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.daemon.log()
+        run_tool(
+            Command::new(format!("{BIN}/psql"))
+                .arg("-h")
+                .arg(&self.dir)
+                .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+                .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-c", statements]),
+            &self.daemon.log(),
         );
     }
 
@@ -222,18 +181,17 @@ impl Postgres {
 /// Every case against one server, then stopped.
 #[tokio::test]
 async fn postgresql() {
-    if !is_root() {
-        eprintln!("skipped: needs root (postgres runs as the postgres user)");
+    if skip_unless_root("postgres runs as the postgres user") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     // The postgres user must reach its data directory, certificate and key.
-    http_support::set_mode(dir.path(), 0o755);
+    set_mode(dir.path(), 0o755);
     let pki_dir = dir.path().join("pki");
     std::fs::create_dir(&pki_dir).expect("pki dir");
-    http_support::set_mode(&pki_dir, 0o755);
+    set_mode(&pki_dir, 0o755);
     let pki = Pki::new(&pki_dir);
-    let leaf = pki.leaf("server", &["127.0.0.1", "db.example.org"], false);
+    let leaf = sql::server_leaf(&pki);
     let pg_dir = dir.path().join("pg");
     std::fs::create_dir(&pg_dir).expect("pg dir");
     let pg = Postgres::start(&pg_dir, &leaf.cert_pem, &leaf.key_pem);
@@ -291,33 +249,8 @@ async fn postgresql() {
     assert_eq!(probe.run(real).await.expect("works"), Verdict::Up);
 
     // TLS, verified against the test CA.
-    let ca = Tls {
-        ca_file: Some(pki.ca_file()),
-        ..Tls::default()
-    };
-    assert_eq!(run(with_tls(ca.clone()), real).await, Verdict::Up);
-    let named = Tls {
-        server_name: Some("db.example.org".into()),
-        ..ca.clone()
-    };
-    assert_eq!(run(with_tls(named), real).await, Verdict::Up);
-    let misnamed = Tls {
-        server_name: Some("other.example.org".into()),
-        ..ca.clone()
-    };
-    assert_down_with(
-        &run(with_tls(misnamed), real).await,
-        "TLS: certificate not valid for name \"other.example.org\"",
-    );
-    assert_eq!(
-        run(with_tls(Tls::default()), real).await,
-        down("TLS: unknown issuer")
-    );
-    let unverified = Tls {
-        verify: false,
-        ..Tls::default()
-    };
-    assert_eq!(run(with_tls(unverified), real).await, Verdict::Up);
+    sql::tls_verification(&pki, |tls| run(with_tls(tls), real)).await;
+    let ca = pki.tls();
     // A role only allowed over TLS.
     assert_down_with(
         &run(as_user("tlsonly", None), real).await,
@@ -343,22 +276,6 @@ async fn postgresql() {
 
 // Misbehaving servers.
 
-/// Serves each connection on a loopback port with `serve`.
-async fn server<F, Fut>(serve: F) -> SocketAddr
-where
-    F: Fn(TcpStream) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream));
-        }
-    });
-    addr
-}
-
 /// The client's first message (StartupMessage or SSLRequest): length-prefixed.
 async fn read_startup(s: &mut TcpStream) -> Option<Vec<u8>> {
     let mut len = [0u8; 4];
@@ -379,7 +296,7 @@ fn message(tag: u8, body: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn garbage_handshake() {
-    let real = server(|mut s| async move {
+    let real = hostile::tcp(|mut s| async move {
         let _ = read_startup(&mut s).await;
         let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n").await;
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -402,7 +319,7 @@ async fn garbage_handshake() {
 
 #[tokio::test]
 async fn tls_required_but_refused() {
-    let real = server(|mut s| async move {
+    let real = hostile::tcp(|mut s| async move {
         let _ = read_startup(&mut s).await;
         let _ = s.write_all(b"N").await;
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -422,7 +339,7 @@ async fn tls_required_but_refused() {
 async fn clear_text_request_gets_no_password() {
     let got = Arc::new(Mutex::new(Vec::new()));
     let seen = got.clone();
-    let real = server(move |mut s| {
+    let real = hostile::tcp(move |mut s| {
         let seen = seen.clone();
         async move {
             let _ = read_startup(&mut s).await;
@@ -454,7 +371,7 @@ where
     F: Fn(TcpStream) -> Fut + Send + Sync + Copy + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    server(move |mut s| async move {
+    hostile::tcp(move |mut s| async move {
         let _ = read_startup(&mut s).await;
         let mut hello = message(b'R', &0u32.to_be_bytes());
         hello.extend(message(b'K', &[0, 0, 0, 1, 0, 0, 0, 2]));
@@ -502,11 +419,7 @@ async fn endless_answer_is_cut() {
 #[tokio::test]
 async fn silent_server_times_out() {
     let timeout = Duration::from_millis(300);
-    let real = server(|s| async move {
-        let _held = s;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    })
-    .await;
+    let real = silent().await;
     assert_eq!(
         run_within(sql("SELECT 1"), real, timeout).await,
         down("no handshake within 300 ms")
@@ -524,7 +437,7 @@ async fn silent_server_times_out() {
 
 #[tokio::test]
 async fn closed_before_the_handshake() {
-    let real = server(|mut s| async move {
+    let real = hostile::tcp(|mut s| async move {
         let _ = read_startup(&mut s).await;
     })
     .await;

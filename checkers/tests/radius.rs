@@ -1,7 +1,7 @@
 //! The RADIUS check against a real FreeRADIUS (Debian package `freeradius`) with a
 //! throw-away config on loopback, and against misbehaving servers written here.
 
-mod daemon;
+mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use checkers::spec::{Login, Protocol, Radius, Secret};
 use checkers::{Probe, Verdict};
-use daemon::{Daemon, check, free_port, localhost, program};
 use hmac::{Hmac, Mac as _};
 use md5::{Digest as _, Md5};
-use tokio::net::UdpSocket;
+use support::check::{check, down, verdict};
+use support::daemon::{Daemon, free_port, localhost, program};
+use support::hostile;
 
 const SECRET: &str = "testing123-lab";
 const PASSWORD: &str = "wonder-land-7";
@@ -35,12 +36,7 @@ async fn run(spec: Radius, real: SocketAddr) -> Verdict {
 }
 
 async fn run_within(spec: Radius, real: SocketAddr, timeout: Duration) -> Verdict {
-    let probe = Probe::new(check(Protocol::Radius(spec), timeout)).expect("valid check");
-    probe.run(real).await.expect("the checker works")
-}
-
-fn down(reason: &str) -> Verdict {
-    Verdict::Down(reason.to_owned())
+    verdict(check(Protocol::Radius(spec), timeout), real).await
 }
 
 /// FreeRADIUS on 127.0.0.1:`port` with its whole config in a tempdir: one client
@@ -244,24 +240,6 @@ async fn freeradius_stopped() {
 // Misbehaving servers. Time is paused: waiting for an answer that never comes costs
 // nothing, and the reason shows the timeout.
 
-/// A UDP server on loopback that answers each request with `answer(request)`, if
-/// any.
-async fn udp_server(answer: impl Fn(&[u8]) -> Vec<Vec<u8>> + Send + 'static) -> SocketAddr {
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bind");
-    let addr = socket.local_addr().expect("address");
-    tokio::spawn(async move {
-        let mut buf = [0u8; 4096];
-        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            for reply in answer(&buf[..n]) {
-                let _ = socket.send_to(&reply, from).await;
-            }
-        }
-    });
-    addr
-}
-
 /// An answer to `request` with `code`, `identifier` and `attributes`, signed with
 /// `secret` (RFC 2865 3).
 fn signed(request: &[u8], code: u8, identifier: u8, attributes: &[u8], secret: &str) -> Vec<u8> {
@@ -284,7 +262,7 @@ fn accept(request: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn the_request_is_what_the_rfcs_say() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let addr = udp_server(move |request| {
+    let addr = hostile::udp(move |request| {
         let _ = tx.send(request.to_vec());
         vec![accept(request)]
     })
@@ -317,18 +295,18 @@ async fn the_request_is_what_the_rfcs_say() {
 
 #[tokio::test(start_paused = true)]
 async fn garbage_answers() {
-    let addr = udp_server(|_| vec![b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()]).await;
+    let addr = hostile::udp(|_| vec![b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()]).await;
     assert_eq!(
         run(radius("alice", PASSWORD, SECRET), addr).await,
         down("malformed RADIUS answer: length field 21584 in a datagram of 28 bytes")
     );
-    let addr = udp_server(|_| vec![b"no".to_vec()]).await;
+    let addr = hostile::udp(|_| vec![b"no".to_vec()]).await;
     assert_eq!(
         run(radius("alice", PASSWORD, SECRET), addr).await,
         down("malformed RADIUS answer: 2 bytes, shorter than a header")
     );
     // Our identifier, an attribute running past the end.
-    let addr = udp_server(|request| {
+    let addr = hostile::udp(|request| {
         let mut bytes = signed(request, 2, request[1], &[18, 9, b'x'], SECRET);
         bytes.truncate(23);
         vec![bytes]
@@ -342,7 +320,7 @@ async fn garbage_answers() {
 
 #[tokio::test(start_paused = true)]
 async fn answer_signed_with_another_secret() {
-    let addr = udp_server(|request| vec![signed(request, 2, request[1], &[], "guess")]).await;
+    let addr = hostile::udp(|request| vec![signed(request, 2, request[1], &[], "guess")]).await;
     let verdict = run(radius("alice", PASSWORD, SECRET), addr).await;
     assert_eq!(
         verdict,
@@ -353,7 +331,7 @@ async fn answer_signed_with_another_secret() {
 #[tokio::test(start_paused = true)]
 async fn answers_with_another_identifier_are_ignored() {
     let addr =
-        udp_server(|request| vec![signed(request, 2, request[1].wrapping_add(1), &[], SECRET)])
+        hostile::udp(|request| vec![signed(request, 2, request[1].wrapping_add(1), &[], SECRET)])
             .await;
     assert_eq!(
         run_within(
@@ -365,7 +343,7 @@ async fn answers_with_another_identifier_are_ignored() {
         down("no RADIUS answer within 400 ms (a wrong shared secret is silently dropped)")
     );
     // A stale answer, then ours.
-    let addr = udp_server(|request| {
+    let addr = hostile::udp(|request| {
         vec![
             signed(request, 3, request[1].wrapping_add(1), &[], SECRET),
             accept(request),
@@ -380,7 +358,7 @@ async fn answers_with_another_identifier_are_ignored() {
 
 #[tokio::test(start_paused = true)]
 async fn silent_server_and_challenge() {
-    let addr = udp_server(|_| vec![]).await;
+    let addr = hostile::udp(|_| vec![]).await;
     assert_eq!(
         run_within(
             radius("alice", PASSWORD, SECRET),
@@ -390,7 +368,7 @@ async fn silent_server_and_challenge() {
         .await,
         down("no RADIUS answer within 300 ms (a wrong shared secret is silently dropped)")
     );
-    let addr = udp_server(|request| {
+    let addr = hostile::udp(|request| {
         let mut message = vec![18, 2 + 9];
         message.extend_from_slice(b"Enter OTP");
         vec![signed(request, 11, request[1], &message, SECRET)]

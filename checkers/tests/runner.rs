@@ -1,6 +1,8 @@
 //! The runner's schedule and hysteresis under synthetic time, with a fake prober
 //! whose verdicts each test scripts.
 
+mod support;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +12,7 @@ use std::time::Duration;
 use checkers::runner::{
     self, Attempt, Job, Key, Outcome, Prepare, Prober, Report, RunnerConfig, RunnerHandle,
 };
-use checkers::spec::{Check, Connect, Health, Protocol};
+use checkers::spec::{Check, Health, Protocol};
 use checkers::{Error, Verdict};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
@@ -23,15 +25,10 @@ fn ms(n: u64) -> Duration {
 
 fn check(rise: u32, fall: u32, initial: Health) -> Check {
     Check {
-        interval: SECOND,
-        timeout: ms(500),
         rise,
         fall,
-        retry: 0,
-        retry_delay: Duration::ZERO,
         initial,
-        connect: Connect::default(),
-        protocol: Protocol::Ping,
+        ..support::check::check(Protocol::Ping, ms(500))
     }
 }
 

@@ -1,16 +1,18 @@
 //! The SIP check against a real kamailio (Debian package `kamailio`) with a
 //! throw-away config on loopback, and against misbehaving servers written here.
 
-mod daemon;
+mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use checkers::spec::{Protocol, Sip, SipTransport};
 use checkers::{Probe, Verdict};
-use daemon::{Daemon, check, free_port, localhost, program};
+use support::check::{check, down, verdict};
+use support::daemon::{Daemon, accepts, free_port, localhost, program};
+use support::hostile::{self, read_head};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
 
 const TIMEOUT: Duration = Duration::from_millis(2000);
 
@@ -26,12 +28,7 @@ async fn run(spec: Sip, real: SocketAddr) -> Verdict {
 }
 
 async fn run_within(spec: Sip, real: SocketAddr, timeout: Duration) -> Verdict {
-    let probe = Probe::new(check(Protocol::Sip(spec), timeout)).expect("valid check");
-    probe.run(real).await.expect("the checker works")
-}
-
-fn down(reason: &str) -> Verdict {
-    Verdict::Down(reason.to_owned())
+    verdict(check(Protocol::Sip(spec), timeout), real).await
 }
 
 /// kamailio on 127.0.0.1:`port`, UDP and TCP, answering OPTIONS with 200, requests
@@ -127,7 +124,7 @@ fn answers(port: u16) -> bool {
     let mut buf = [0u8; 2048];
     socket.send_to(request.as_bytes(), localhost(port)).is_ok()
         && socket.recv(&mut buf).is_ok()
-        && std::net::TcpStream::connect(localhost(port)).is_ok()
+        && accepts(localhost(port))
 }
 
 #[tokio::test]
@@ -220,49 +217,29 @@ fn answer(status: &str, call_id: &str, body: &str) -> String {
 /// A UDP server on loopback that answers each request with the datagrams of
 /// `reply(request)`.
 async fn udp_server(reply: impl Fn(&str) -> Vec<String> + Send + 'static) -> SocketAddr {
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bind");
-    let addr = socket.local_addr().expect("address");
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
-            for datagram in reply(&request) {
-                let _ = socket.send_to(datagram.as_bytes(), from).await;
-            }
-        }
-    });
-    addr
+    hostile::udp(move |request| {
+        let datagrams = reply(&String::from_utf8_lossy(request));
+        datagrams.into_iter().map(String::into_bytes).collect()
+    })
+    .await
 }
 
 /// A TCP server on loopback that reads one request per connection and writes
 /// `reply(request)`, then keeps the connection open until the client closes it.
 async fn tcp_server(reply: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> SocketAddr {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let reply = std::sync::Arc::new(reply);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let reply = reply.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.ends_with(b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let bytes = reply(&String::from_utf8_lossy(&request));
-                let _ = stream.write_all(&bytes).await;
-                let _ = stream.read(&mut buf).await;
-            });
+    let reply = Arc::new(reply);
+    hostile::tcp(move |mut stream| {
+        let reply = reply.clone();
+        async move {
+            let Some(request) = read_head(&mut stream).await else {
+                return;
+            };
+            let bytes = reply(&String::from_utf8_lossy(&request));
+            let _ = stream.write_all(&bytes).await;
+            let _ = stream.read(&mut [0u8; 1024]).await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 #[tokio::test(start_paused = true)]
@@ -350,17 +327,11 @@ async fn tcp_silence_close_and_flood() {
         down("no response to OPTIONS within 300 ms")
     );
 
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = [0u8; 2048];
-            let _ = stream.read(&mut buf).await;
-            let _ = stream.write_all(b"SIP/2.0 100 Trying\r\n").await;
-        }
-    });
+    let addr = hostile::tcp(|mut stream| async move {
+        let _ = stream.read(&mut [0u8; 2048]).await;
+        let _ = stream.write_all(b"SIP/2.0 100 Trying\r\n").await;
+    })
+    .await;
     assert_eq!(
         run(sip(SipTransport::Tcp, None), addr).await,
         down("connection closed before the response to OPTIONS")

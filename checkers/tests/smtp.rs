@@ -2,21 +2,23 @@
 //! started by the test on a loopback port, and against misbehaving servers written
 //! here.
 
-mod daemon;
+mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
+use checkers::Verdict;
 use checkers::spec::{Protocol, Smtp, Tls};
-use checkers::{Probe, Verdict};
-use daemon::{Daemon, check, free_port, is_root, localhost, program};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use support::check::{check, down, verdict};
+use support::daemon::{
+    Daemon, chown, free_port, greets, localhost, program, run_tool, set_mode, skip_unless_root,
+    user,
+};
+use support::hostile::{self, scripted, silent};
+use support::pki::{Leaf, Pki, acceptor};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, rustls};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -39,72 +41,12 @@ async fn run(spec: Smtp, real: SocketAddr) -> Verdict {
 }
 
 async fn run_within(spec: Smtp, real: SocketAddr, timeout: Duration) -> Verdict {
-    let probe = Probe::new(check(Protocol::Smtp(spec), timeout)).expect("valid check");
-    probe.run(real).await.expect("the checker works")
+    verdict(check(Protocol::Smtp(spec), timeout), real).await
 }
 
-fn down(reason: &str) -> Verdict {
-    Verdict::Down(reason.to_owned())
-}
-
-/// A test CA and server certificates it signs, as PEM files.
-struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
-    dir: PathBuf,
-}
-
-/// A server certificate and its key, as files and as rustls values.
-struct Leaf {
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key: rustls::pki_types::PrivateKeyDer<'static>,
-}
-
-impl Pki {
-    fn new(dir: &Path) -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "directord SMTP test CA");
-        let ca =
-            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
-        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write the CA");
-        Pki {
-            ca,
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    /// A certificate for mx.lab.test and 127.0.0.1; `expired`: it ended in 2021.
-    fn leaf(&self, file: &str, expired: bool) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["mx.lab.test".into(), "127.0.0.1".into()]).expect("params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "mx.lab.test");
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        if expired {
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.ca).expect("sign");
-        let cert_file = self.dir.join(format!("{file}.crt"));
-        let key_file = self.dir.join(format!("{file}.key"));
-        std::fs::write(&cert_file, cert.pem()).expect("write the certificate");
-        std::fs::write(&key_file, key.serialize_pem()).expect("write the key");
-        Leaf {
-            cert_file,
-            key_file,
-            chain: vec![cert.der().clone()],
-            key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        }
-    }
+/// A certificate for mx.lab.test and 127.0.0.1; `expired`: it ended in 2021.
+fn mx_leaf(pki: &Pki, file: &str, expired: bool) -> Leaf {
+    pki.leaf(file, &["mx.lab.test", "127.0.0.1"], expired)
 }
 
 /// A postfix instance of its own: config, queue and data directories in a tempdir,
@@ -125,27 +67,20 @@ impl Postfix {
         for d in [&etc, &queue, &data] {
             std::fs::create_dir_all(d).expect("create a postfix directory");
         }
-        std::os::unix::fs::chown(&data, Some(postfix_uid()), None).expect("chown data");
+        chown(&data, user("postfix", "postfix"));
         let port = free_port();
         std::fs::write(etc.join("main.cf"), main_cf(&queue, &data, leaf)).expect("main.cf");
         std::fs::write(etc.join("master.cf"), master_cf(port)).expect("master.cf");
 
         // Creates the queue's subdirectories with their owners and modes.
-        let status = Command::new(&postfix)
-            .arg("-c")
-            .arg(&etc)
-            .arg("check")
-            .status()
-            .expect("run postfix check");
-        assert!(
-            status.success(),
-            "`postfix -c {} check` failed ({status}); it logs to syslog only",
-            etc.display()
+        run_tool(
+            Command::new(&postfix).arg("-c").arg(&etc).arg("check"),
+            "(postfix check logs to syslog only)",
         );
         let mut cmd = Command::new(master);
         cmd.arg("-c").arg(&etc).args(["-d", "-s"]);
         let mut daemon = Daemon::start(cmd, &dir.join("postfix.log"));
-        daemon.wait_until("postfix", || greets(port));
+        daemon.wait_until("postfix", || greets(localhost(port), b"220"));
         Postfix {
             port,
             _daemon: daemon,
@@ -182,8 +117,8 @@ smtpd_tls_security_level = may
 ",
         queue = queue.display(),
         data = data.display(),
-        cert = leaf.cert_file.display(),
-        key = leaf.key_file.display(),
+        cert = leaf.cert_pem.display(),
+        key = leaf.key_pem.display(),
     )
 }
 
@@ -200,42 +135,14 @@ rewrite unix - - n - - trivial-rewrite
     )
 }
 
-fn postfix_uid() -> u32 {
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
-    passwd
-        .lines()
-        .find_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            (fields.first() == Some(&"postfix")).then(|| fields.get(2)?.parse().ok())?
-        })
-        .expect("no postfix user: install the Debian package `postfix`")
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-/// Whether a server on 127.0.0.1:`port` sends its 220 greeting (readiness probe).
-fn greets(port: u16) -> bool {
-    use std::io::Read;
-    let Ok(mut stream) = std::net::TcpStream::connect(localhost(port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 3];
-    stream.read_exact(&mut buf).is_ok() && &buf == b"220"
-}
-
 #[tokio::test]
 async fn postfix_plain_session() {
-    if !is_root() {
-        eprintln!("skipped: needs root (postfix's master starts its daemons as root)");
+    if skip_unless_root("postfix's master starts its daemons as root") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path());
-    let postfix = Postfix::start(dir.path(), &pki.leaf("mx", false));
+    let postfix = Postfix::start(dir.path(), &mx_leaf(&pki, "mx", false));
     assert_eq!(run(plain(), postfix.addr()).await, Verdict::Up);
     let named = Smtp {
         helo: Some("checker.lab.test".into()),
@@ -246,18 +153,14 @@ async fn postfix_plain_session() {
 
 #[tokio::test]
 async fn postfix_starttls_verification() {
-    if !is_root() {
-        eprintln!("skipped: needs root (postfix's master starts its daemons as root)");
+    if skip_unless_root("postfix's master starts its daemons as root") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path());
-    let postfix = Postfix::start(dir.path(), &pki.leaf("mx", false));
+    let postfix = Postfix::start(dir.path(), &mx_leaf(&pki, "mx", false));
     let real = postfix.addr();
-    let test_ca = Tls {
-        ca_file: Some(pki.ca_file()),
-        ..Tls::default()
-    };
+    let test_ca = pki.tls();
     // The certificate names 127.0.0.1 too: the connect address verifies.
     assert_eq!(run(starttls(test_ca.clone()), real).await, Verdict::Up);
     let by_name = Tls {
@@ -289,49 +192,6 @@ async fn postfix_starttls_verification() {
 
 // Misbehaving servers.
 
-/// Serves each connection on a loopback port with `serve`.
-async fn server<F, Fut>(serve: F) -> SocketAddr
-where
-    F: Fn(TcpStream) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream));
-        }
-    });
-    addr
-}
-
-/// A scripted server: sends `greeting`, then answers each command line with the
-/// reply for the first matching prefix (case-insensitive); closes on an unknown
-/// command or after QUIT's reply.
-async fn scripted(
-    greeting: &'static str,
-    replies: &'static [(&'static str, &'static str)],
-) -> SocketAddr {
-    server(move |stream| async move {
-        let mut io = BufReader::new(stream);
-        if io.get_mut().write_all(greeting.as_bytes()).await.is_err() {
-            return;
-        }
-        let mut line = String::new();
-        while matches!(io.read_line(&mut line).await, Ok(n) if n > 0) {
-            let command = line.trim_end().to_ascii_uppercase();
-            let Some((_, reply)) = replies.iter().find(|(p, _)| command.starts_with(p)) else {
-                return;
-            };
-            if io.get_mut().write_all(reply.as_bytes()).await.is_err() || command == "QUIT" {
-                return;
-            }
-            line.clear();
-        }
-    })
-    .await
-}
-
 const EHLO_PLAIN: &str = "250-mx.lab.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n";
 const EHLO_TLS: &str = "250-mx.lab.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n";
 
@@ -357,11 +217,7 @@ async fn greeting_554() {
 
 #[tokio::test(start_paused = true)]
 async fn never_greets() {
-    let addr = server(|stream| async move {
-        std::future::pending::<()>().await;
-        drop(stream);
-    })
-    .await;
+    let addr = silent().await;
     assert_eq!(
         run_within(plain(), addr, Duration::from_millis(500)).await,
         down("no greeting within 500 ms")
@@ -375,7 +231,7 @@ async fn garbage_greeting() {
         run(plain(), addr).await,
         down("greeting is not SMTP: \"HTTP/1.1 400 Bad Request\"")
     );
-    let endless = server(|mut stream| async move {
+    let endless = hostile::tcp(|mut stream| async move {
         let line = vec![b'2'; 64 << 10];
         let _ = stream.write_all(&line).await;
         std::future::pending::<()>().await;
@@ -389,7 +245,7 @@ async fn garbage_greeting() {
 
 #[tokio::test]
 async fn closes_after_greeting() {
-    let addr = server(|mut stream| async move {
+    let addr = hostile::tcp(|mut stream| async move {
         let _ = stream.write_all(b"220 mx.lab.test ESMTP\r\n").await;
     })
     .await;
@@ -471,15 +327,8 @@ async fn data_injected_before_the_handshake() {
 
 /// A STARTTLS server presenting `leaf`, answering EHLO over TLS and QUIT.
 async fn tls_server(leaf: &Leaf) -> SocketAddr {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(leaf.chain.clone(), leaf.key.clone_key())
-        .expect("server config");
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    server(move |stream| {
+    let acceptor = acceptor(leaf);
+    hostile::tcp(move |stream| {
         let acceptor = acceptor.clone();
         async move {
             let mut io = BufReader::new(stream);
@@ -513,14 +362,11 @@ async fn tls_server(leaf: &Leaf) -> SocketAddr {
 async fn expired_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path());
-    let test_ca = Tls {
-        ca_file: Some(pki.ca_file()),
-        ..Tls::default()
-    };
-    let good = tls_server(&pki.leaf("good", false)).await;
+    let test_ca = pki.tls();
+    let good = tls_server(&mx_leaf(&pki, "good", false)).await;
     assert_eq!(run(starttls(test_ca.clone()), good).await, Verdict::Up);
 
-    let expired = tls_server(&pki.leaf("expired", true)).await;
+    let expired = tls_server(&mx_leaf(&pki, "expired", true)).await;
     let Verdict::Down(reason) = run(starttls(test_ca), expired).await else {
         panic!("an expired certificate is down");
     };

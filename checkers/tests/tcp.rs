@@ -1,33 +1,26 @@
 //! The tcp check against listeners the tests open on loopback.
 
+mod support;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use checkers::spec::{Check, Connect, Health, Pattern, Protocol, Tcp};
+use checkers::spec::{Check, Pattern, Protocol, Tcp};
 use checkers::{Error, Probe, Verdict};
+use support::hostile;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 const TIMEOUT: Duration = Duration::from_millis(300);
 
 fn check(send: Option<&[u8]>, expect: Option<&str>, bind: Option<IpAddr>) -> Check {
-    Check {
-        interval: Duration::from_secs(1),
-        timeout: TIMEOUT,
-        rise: 1,
-        fall: 1,
-        retry: 0,
-        retry_delay: Duration::ZERO,
-        initial: Health::Down,
-        connect: Connect {
-            bind,
-            ..Connect::default()
-        },
-        protocol: Protocol::Tcp(Tcp {
-            send: send.map(<[u8]>::to_vec),
-            expect: expect.map(|p| Pattern::new(p).expect("pattern")),
-        }),
-    }
+    let tcp = Tcp {
+        send: send.map(<[u8]>::to_vec),
+        expect: expect.map(|p| Pattern::new(p).expect("pattern")),
+    };
+    let mut check = support::check::check(Protocol::Tcp(tcp), TIMEOUT);
+    check.connect.bind = bind;
+    check
 }
 
 async fn run(check: Check, real: SocketAddr) -> Result<Verdict, Error> {
@@ -41,22 +34,6 @@ async fn down(check: Check, real: SocketAddr) -> String {
     }
 }
 
-/// A listener whose every connection `serve` handles.
-async fn server<F, Fut>(addr: &str, serve: F) -> SocketAddr
-where
-    F: Fn(TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind(addr).await.expect("bind");
-    let local = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream));
-        }
-    });
-    local
-}
-
 /// Accepts and holds the connection open without a word.
 async fn silent(mut s: TcpStream) {
     let mut sink = [0; 64];
@@ -65,12 +42,12 @@ async fn silent(mut s: TcpStream) {
 
 #[tokio::test]
 async fn connect_to_a_listener_is_up_v4_and_v6() {
-    let real = server("127.0.0.1:0", silent).await;
+    let real = hostile::tcp(silent).await;
     assert_eq!(
         run(check(None, None, None), real).await.expect("run"),
         Verdict::Up
     );
-    let real = server("[::1]:0", silent).await;
+    let real = hostile::tcp_on("[::1]:0", silent).await;
     assert_eq!(
         run(check(None, None, None), real).await.expect("run"),
         Verdict::Up
@@ -90,7 +67,7 @@ async fn a_closed_port_is_refused() {
 
 #[tokio::test]
 async fn connect_port_overrides_the_real_servers_port() {
-    let up = server("127.0.0.1:0", silent).await;
+    let up = hostile::tcp(silent).await;
     let mut c = check(None, None, None);
     c.connect.port = Some(up.port());
     // The real server's own port (1) is closed; the check goes to connect_port.
@@ -129,7 +106,7 @@ async fn a_syn_that_gets_no_answer_times_out() {
 
 #[tokio::test]
 async fn send_and_expect_a_matching_reply_is_up() {
-    let real = server("127.0.0.1:0", |mut s: TcpStream| async move {
+    let real = hostile::tcp(|mut s: TcpStream| async move {
         let mut buf = [0; 6];
         if s.read_exact(&mut buf).await.is_ok() && &buf == b"PING\r\n" {
             let _ = s.write_all(b"+PONG\r\n").await;
@@ -143,7 +120,7 @@ async fn send_and_expect_a_matching_reply_is_up() {
 
 #[tokio::test]
 async fn a_reply_in_pieces_is_put_together() {
-    let real = server("127.0.0.1:0", |mut s: TcpStream| async move {
+    let real = hostile::tcp(|mut s: TcpStream| async move {
         for piece in [&b"220 mail"[..], b".example", b" ESMTP\r\n"] {
             let _ = s.write_all(piece).await;
             tokio::time::sleep(Duration::from_millis(30)).await;
@@ -157,7 +134,7 @@ async fn a_reply_in_pieces_is_put_together() {
 
 #[tokio::test]
 async fn a_server_that_never_answers_times_out_with_nothing() {
-    let real = server("127.0.0.1:0", silent).await;
+    let real = hostile::tcp(silent).await;
     let start = Instant::now();
     let reason = down(check(Some(b"HELLO\n"), Some("^OK"), None), real).await;
     assert_eq!(
@@ -169,7 +146,7 @@ async fn a_server_that_never_answers_times_out_with_nothing() {
 
 #[tokio::test]
 async fn garbage_is_shown_escaped() {
-    let real = server("127.0.0.1:0", |mut s: TcpStream| async move {
+    let real = hostile::tcp(|mut s: TcpStream| async move {
         let _ = s.write_all(b"ERR unknown\r\n\x01").await;
         silent(s).await;
     })
@@ -182,7 +159,7 @@ async fn garbage_is_shown_escaped() {
 
 #[tokio::test]
 async fn a_peer_that_closes_before_matching() {
-    let real = server("127.0.0.1:0", |mut s: TcpStream| async move {
+    let real = hostile::tcp(|mut s: TcpStream| async move {
         let _ = s.write_all(b"bye\n").await;
     })
     .await;
@@ -194,7 +171,7 @@ async fn a_peer_that_closes_before_matching() {
 
 #[tokio::test]
 async fn an_endless_reply_is_cut_at_max_reply() {
-    let real = server("127.0.0.1:0", |mut s: TcpStream| async move {
+    let real = hostile::tcp(|mut s: TcpStream| async move {
         let chunk = vec![b'x'; 16 << 10];
         while s.write_all(&chunk).await.is_ok() {}
     })
@@ -230,7 +207,7 @@ async fn the_check_connects_from_the_bind_address() {
 
 #[tokio::test]
 async fn a_bind_address_that_is_not_ours_is_a_checker_error() {
-    let real = server("127.0.0.1:0", silent).await;
+    let real = hostile::tcp(silent).await;
     let bind = IpAddr::from([192, 0, 2, 77]);
     match run(check(None, None, Some(bind)), real).await {
         Err(Error::Socket { target, source }) => {

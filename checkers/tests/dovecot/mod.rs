@@ -1,20 +1,14 @@
 //! Shared by the IMAP and POP3 test binaries: a private dovecot (Debian packages
-//! `dovecot-imapd`, `dovecot-pop3d`) started by the test on loopback ports, and a
-//! scripted mail server for the misbehaving cases.
+//! `dovecot-imapd`, `dovecot-pop3d`) started by the test on loopback ports.
 
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-
-use crate::daemon::{Daemon, free_port, localhost, program};
-use crate::http_support::{Leaf, hostile, set_mode};
+use crate::support::daemon::{Daemon, accepts, free_port, greets, localhost, program, set_mode};
+use crate::support::pki::Leaf;
 
 /// The test user of every dovecot started here.
 pub const USER: &str = "alice";
@@ -100,7 +94,10 @@ service pop3-login {{
         cmd.arg("-F").arg("-c").arg(&conf);
         let mut daemon = Daemon::start(cmd, &dir.join("dovecot.out"));
         daemon.wait_until("dovecot", || {
-            greets(imap, b"* OK") && greets(pop3, b"+OK") && accepts(imaps) && accepts(pop3s)
+            greets(localhost(imap), b"* OK")
+                && greets(localhost(pop3), b"+OK")
+                && accepts(localhost(imaps))
+                && accepts(localhost(pop3s))
         });
         Dovecot {
             imap: localhost(imap),
@@ -116,77 +113,4 @@ service pop3-login {{
         let log = std::fs::read_to_string(dir.join("dovecot.log")).unwrap_or_default();
         format!("{}{log}", self.daemon.log())
     }
-}
-
-fn accepts(port: u16) -> bool {
-    std::net::TcpStream::connect(localhost(port)).is_ok()
-}
-
-/// Whether 127.0.0.1:`port` greets with `prefix` (readiness probe).
-fn greets(port: u16, prefix: &[u8]) -> bool {
-    use std::io::Read;
-    let Ok(mut stream) = std::net::TcpStream::connect(localhost(port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = vec![0u8; prefix.len()];
-    stream.read_exact(&mut buf).is_ok() && buf == prefix
-}
-
-/// What a scripted server received, one command line per entry.
-pub type Received = Arc<Mutex<Vec<String>>>;
-
-/// A scripted server: sends `greeting`, then answers each command line with the
-/// reply of the first matching prefix (case-insensitive). With `tagged` (IMAP) the
-/// first word of a command is its tag: prefixes match what follows it, and `TAG`
-/// in a reply becomes the tag. Closes on an unknown command or after the reply to
-/// LOGOUT or QUIT.
-pub async fn scripted(
-    greeting: &'static str,
-    replies: &'static [(&'static str, &'static str)],
-    tagged: bool,
-) -> (SocketAddr, Received) {
-    let received = Received::default();
-    let log = received.clone();
-    let addr = hostile(move |stream: TcpStream| {
-        let log = log.clone();
-        async move {
-            let mut io = BufReader::new(stream);
-            if io.get_mut().write_all(greeting.as_bytes()).await.is_err() {
-                return;
-            }
-            let mut line = String::new();
-            while matches!(io.read_line(&mut line).await, Ok(n) if n > 0) {
-                let full = line.trim_end().to_owned();
-                log.lock().expect("log").push(full.clone());
-                let (tag, command) = match (tagged, full.split_once(' ')) {
-                    (true, Some((tag, rest))) => (tag, rest),
-                    _ => ("", full.as_str()),
-                };
-                let command = command.to_ascii_uppercase();
-                let Some((_, reply)) = replies.iter().find(|(p, _)| command.starts_with(p)) else {
-                    return;
-                };
-                let reply = reply.replace("TAG", tag);
-                if io.get_mut().write_all(reply.as_bytes()).await.is_err()
-                    || command == "LOGOUT"
-                    || command == "QUIT"
-                {
-                    return;
-                }
-                line.clear();
-            }
-        }
-    })
-    .await;
-    (addr, received)
-}
-
-/// A server that accepts and never says a word.
-pub async fn silent() -> SocketAddr {
-    hostile(|stream: TcpStream| async move {
-        std::future::pending::<()>().await;
-        drop(stream);
-    })
-    .await
 }

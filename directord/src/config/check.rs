@@ -122,6 +122,7 @@ pub(super) fn validate(c: &mut Collector<'_>, s: &S<raw::Check>) -> Option<Check
                 "headers",
                 "user",
                 "password",
+                "password_file",
             ]);
             if kind_name == "https" {
                 allowed.extend(["tls_verify", "ca_file", "sni"]);
@@ -416,21 +417,10 @@ fn http(c: &mut Collector<'_>, k: &raw::Check, https: bool) -> Option<Http> {
             }
         }
     }
-    let basic_auth = match (&k.user, &k.password) {
-        (Some(u), Some(p)) => Some(BasicAuth {
-            user: u.get_ref().clone(),
-            password: p.get_ref().clone(),
-        }),
-        (None, None) => None,
-        (Some(u), None) => {
-            c.at(sp(u), "`user` needs `password` too");
-            None
-        }
-        (None, Some(p)) => {
-            c.at(sp(p), "`password` needs `user` too");
-            None
-        }
-    };
+    let basic_auth = login(c, k, false).flatten().map(|l| BasicAuth {
+        user: l.user,
+        password: l.password,
+    });
     let tls = if https { Some(tls(c, k)?) } else { None };
     Some(Http {
         tls,

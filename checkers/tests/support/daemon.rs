@@ -1,15 +1,14 @@
-//! Real daemons from Debian packages, started by a test and stopped when it ends.
-
-#![allow(dead_code)] // each test target uses its own part
+//! Real daemons from Debian packages, started by a test and stopped when it ends:
+//! the program, the system user it runs as, a loopback port for it, readiness
+//! probes, and the child process itself.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use checkers::spec::{Check, Connect, Health, Protocol};
 
 /// The program, or a failure naming the Debian package that provides it.
 pub fn program(path: &str, package: &str) -> PathBuf {
@@ -27,6 +26,51 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// True, after saying why, when the test cannot run without root: `why` names what
+/// needs it.
+pub fn skip_unless_root(why: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("skipped: needs root ({why})");
+    true
+}
+
+/// Runs a set-up tool (say, one that creates the daemon's database) to completion;
+/// unless it succeeds, fails with what it printed and `context` (say, the
+/// daemon's log).
+pub fn run_tool(cmd: &mut Command, context: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}{context}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The uid and gid of the system user `name`, or a failure naming the Debian
+/// package that creates it.
+pub fn user(name: &str, package: &str) -> (u32, u32) {
+    let user = nix::unistd::User::from_name(name)
+        .unwrap_or_else(|e| panic!("look up the {name} user: {e}"))
+        .unwrap_or_else(|| panic!("no {name} user: install the Debian package `{package}`"));
+    (user.uid.as_raw(), user.gid.as_raw())
+}
+
+pub fn chown(path: &Path, (uid, gid): (u32, u32)) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
 /// A loopback port free for both TCP and UDP at the time of the call.
 pub fn free_port() -> u16 {
     loop {
@@ -36,6 +80,25 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+pub fn localhost(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// Whether `addr` accepts a TCP connection (readiness probe).
+pub fn accepts(addr: SocketAddr) -> bool {
+    TcpStream::connect(addr).is_ok()
+}
+
+/// Whether `addr` accepts and its first bytes are `prefix` (readiness probe).
+pub fn greets(addr: SocketAddr, prefix: &[u8]) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = vec![0u8; prefix.len()];
+    stream.read_exact(&mut buf).is_ok() && buf == prefix
 }
 
 /// A daemon running in the foreground as our child, in its own process group; the
@@ -105,23 +168,4 @@ impl Drop for Daemon {
         unsafe { libc::kill(group, libc::SIGKILL) };
         let _ = self.child.wait();
     }
-}
-
-/// A check with the protocol's options and a timeout; no retries.
-pub fn check(protocol: Protocol, timeout: Duration) -> Check {
-    Check {
-        interval: Duration::from_secs(1),
-        timeout,
-        rise: 1,
-        fall: 1,
-        retry: 0,
-        retry_delay: Duration::ZERO,
-        initial: Health::Down,
-        connect: Connect::default(),
-        protocol,
-    }
-}
-
-pub fn localhost(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
