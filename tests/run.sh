@@ -23,10 +23,11 @@ if [[ "${1:-}" != "--no-install" ]]; then
     # certificates.
     apt-get install -y -qq --no-install-recommends \
         build-essential pkg-config ca-certificates openssl \
-        iproute2 iputils-ping iputils-arping tcpdump nftables procps psmisc \
+        iproute2 iputils-ping iputils-arping tcpdump nftables procps psmisc systemd \
         keepalived heartbeat python3 \
         nginx-light unbound postfix \
         vsftpd dovecot-imapd dovecot-pop3d slapd ldap-utils \
+        rpm \
         mariadb-server mariadb-client postgresql freeradius kamailio >/dev/null
     # inn2's set-up fails on a host without a domain name: give its (unused) system
     # config one and finish the set-up; the NNTP tests run their own nnrpd.
@@ -47,6 +48,9 @@ if [[ "${1:-}" != "--no-install" ]]; then
             rustup component add "$c"
         fi
     done
+    # The packaging test builds the .deb and the .rpm (rpm above inspects the .rpm).
+    command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
+    command -v cargo-generate-rpm >/dev/null || cargo install --locked cargo-generate-rpm
 fi
 
 export CARGO_TERM_COLOR=never

@@ -22,6 +22,10 @@ use crate::error_chain as chain;
 /// of a service without a check is not in it: it counts as up.
 pub type HealthMap = BTreeMap<(String, SocketAddr), checkers::Health>;
 
+/// A real server's health changed: (service, real server), the new health, and
+/// the check's reason when down.
+pub type Change = ((String, SocketAddr), checkers::Health, Option<String>);
+
 /// One job per (service with a check, real server).
 pub fn jobs(config: &Config) -> Vec<Job> {
     let mut jobs = Vec::new();
@@ -123,7 +127,7 @@ impl Health {
     /// with `first`, so a burst (a switch that lost every real server) becomes one
     /// table update. Reports for jobs the table does not know (a reload replaced
     /// them) are dropped.
-    pub fn changes(&mut self, first: Report) -> Vec<((String, SocketAddr), checkers::Health)> {
+    pub fn changes(&mut self, first: Report) -> Vec<Change> {
         let mut out = Vec::new();
         let mut next = Some(first);
         // Bounded, so a steady stream of reports cannot hold the supervisor here.
@@ -137,7 +141,7 @@ impl Health {
                 Some(told) if *told != r.health => {
                     *told = r.health;
                     log_change(&r);
-                    out.push((key, r.health));
+                    out.push((key, r.health, reason(&r.result)));
                 }
                 _ => {}
             }
@@ -147,7 +151,7 @@ impl Health {
 
     /// The health changes the table has not been given yet, from the runner's own
     /// state (a report may still be on its way when the runner turns ready).
-    pub async fn catch_up(&mut self) -> Vec<((String, SocketAddr), checkers::Health)> {
+    pub async fn catch_up(&mut self) -> Vec<Change> {
         let mut out = Vec::new();
         for j in self.runner.snapshot().await {
             let key = (j.key.service, j.key.real);
@@ -155,7 +159,8 @@ impl Health {
                 && *told != j.health
             {
                 *told = j.health;
-                out.push((key, j.health));
+                let why = j.last.as_ref().and_then(reason);
+                out.push((key, j.health, why));
             }
         }
         out
@@ -182,6 +187,15 @@ impl Health {
 
     pub fn handle(&self) -> RunnerHandle {
         self.runner.clone()
+    }
+}
+
+/// The reason a result gives for down (`None` for up).
+fn reason(r: &CheckResult) -> Option<String> {
+    match &r.outcome {
+        Outcome::Up => None,
+        Outcome::Down { reason } => Some(reason.clone()),
+        Outcome::Error { message } => Some(format!("the check cannot run: {message}")),
     }
 }
 

@@ -5,11 +5,15 @@
 //! - [`control`]: the newline-delimited JSON control socket and its client.
 //! - [`ipvs`]: the services as the kernel's IPVS table, on a thread of its own.
 
+pub mod alert;
 pub mod config;
 pub mod control;
+pub mod events;
 pub mod health;
 pub mod ipvs;
+pub mod metrics;
 pub mod supervisor;
+pub mod systemd;
 
 /// An error with its causes on one line ("outer: inner: errno"), for logs and
 /// operator messages; a cause whose text is already there is not repeated.

@@ -8,6 +8,7 @@ use clap::Parser;
 use directord::config::{self, Config};
 use directord::control::server::ControlSocket;
 use directord::supervisor::Exit;
+use directord::systemd;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -50,13 +51,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_tracing();
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(problems) => {
@@ -90,21 +85,50 @@ async fn run(config: Config) -> anyhow::Result<()> {
     info!(node = %config.node.name, config = %config.path.display(), "directord starting");
     let cancel = CancellationToken::new();
     let socket = ControlSocket::bind(&config.control.socket, &config.control.group)?;
+    // metrics: bound before the start, so a taken port fails it.
+    let metrics = match &config.metrics {
+        Some(m) => Some(directord::metrics::Endpoint::bind(m.listen)?),
+        None => None,
+    };
     let resume_active = std::env::var(RESUME).is_ok_and(|v| v == "active");
-    let (handle, supervisor) = directord::supervisor::start(config, cancel.clone(), resume_active)
-        .await
-        .context("cannot start")?;
+    // Role and real-server changes, for the alerts.
+    let events = directord::events::Events::new();
+    let (handle, supervisor) =
+        directord::supervisor::start(config, cancel.clone(), resume_active, events.clone())
+            .await
+            .context("cannot start")?;
     let server = tokio::spawn(socket.serve(handle.clone(), cancel.clone()));
-
+    // metrics
+    if let Some(endpoint) = metrics {
+        tokio::spawn(endpoint.serve(handle.clone(), cancel.clone()));
+    }
+    // Before READY=1: a SIGHUP or SIGTERM right after it must find its handler.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    // Config loaded, control socket bound, supervisor running: ready for systemd.
+    systemd::ready();
+    let keeper = tokio::spawn(systemd::keep(
+        handle.clone(),
+        events.subscribe(),
+        cancel.clone(),
+    ));
+
     let mut supervisor = supervisor;
     loop {
         tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: stepping down"); break; }
-            _ = int.recv() => { info!("SIGINT: stepping down"); break; }
+            _ = term.recv() => {
+                info!("SIGTERM: stepping down");
+                systemd::stopping();
+                break;
+            }
+            _ = int.recv() => {
+                info!("SIGINT: stepping down");
+                systemd::stopping();
+                break;
+            }
             _ = hup.recv() => {
+                // The supervisor tells systemd RELOADING=1 / READY=1 around it.
                 let r = handle.request(directord::control::Request::Reload).await;
                 match (r.ok, r.message, r.error) {
                     (true, Some(m), _) => info!("SIGHUP: {m}"),
@@ -121,6 +145,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 cancel.cancel();
                 let _ = server.await;
+                let _ = keeper.await;
                 anyhow::bail!("the supervisor stopped on its own (failover protocol gone)");
             }
         }
@@ -128,6 +153,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     cancel.cancel();
     let exit = supervisor.await.context("supervisor task failed")?;
     let _ = server.await;
+    let _ = keeper.await;
     if let Exit::Restart { active } = exit {
         return Err(restart_in_place(active));
     }
@@ -135,12 +161,44 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logs: to the journal in its native protocol (every field kept, as `F_NAME=`)
+/// when stderr is the journal, else text to stderr. `RUST_LOG` filters; `info` by
+/// default.
+fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    if systemd::stderr_is_journal() {
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                tracing_subscriber::registry()
+                    .with(filter())
+                    .with(journal.with_syslog_identifier("directord".to_string()))
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("cannot log to the journal ({e}); logging to stderr"),
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr)
+        // Colours for a person at a terminal, plain text for a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 /// Environment variable that tells a re-executed directord it was active.
 const RESUME: &str = "DIRECTORD_RESUME";
 
 /// Replaces this process with a fresh run of the (possibly upgraded) binary, same
 /// arguments; returns only if exec failed. The pid, the VIPs and the IPVS table
-/// stay; the control socket is bound again by the new process.
+/// stay; the control socket is bound again by the new process. `NOTIFY_SOCKET` and
+/// `WATCHDOG_*` stay in the environment: the new process (same pid, so systemd's
+/// `NotifyAccess=main` accepts it) says `READY=1` again and keeps the watchdog.
 fn restart_in_place(active: bool) -> anyhow::Error {
     use std::os::unix::process::CommandExt;
     let exe = match std::env::current_exe() {

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config, Protocol, VrrpVersion};
 use crate::control::{Request, Response};
+use crate::events::{Event, Events};
 use crate::health::{CheckStatus, Health};
 use crate::ipvs::{IpvsHandle, IpvsStatus};
 
@@ -218,6 +219,10 @@ struct Supervisor {
     announcer: Option<JoinHandle<()>>,
     ipvs: IpvsHandle,
     health: Health,
+    /// Role and health changes, for alerts.
+    events: Events,
+    /// Mail and notify scripts on role and health changes.
+    alerts: crate::alert::AlertHandle,
     /// The readiness last told to the failover protocol.
     ready: bool,
     /// Counts the runner's turns to ready; a turn is told to the failover protocol
@@ -248,6 +253,7 @@ pub async fn start(
     config: Config,
     cancel: CancellationToken,
     resume_active: bool,
+    events: Events,
 ) -> anyhow::Result<(SupervisorHandle, JoinHandle<Exit>)> {
     let mut addresses = vipmgr::AddressManager::new()?;
     let vips = vips_of(&config);
@@ -292,6 +298,7 @@ pub async fn start(
             None
         }
     };
+    let alerts = crate::alert::spawn(config.alerts.clone(), events.subscribe());
     let (tx, rx) = mpsc::channel(64);
     let sup = Supervisor {
         config,
@@ -301,6 +308,8 @@ pub async fn start(
         announcer: None,
         ipvs,
         health,
+        events,
+        alerts,
         ready,
         ready_turn: 0,
         ready_applied: mpsc::channel(4),
@@ -353,7 +362,7 @@ impl Supervisor {
                 },
                 Some(report) = self.health.reports.recv() => {
                     let changes = self.health.changes(report);
-                    self.ipvs.health(changes);
+                    self.apply_health(changes);
                 }
                 Ok(()) = self.health.ready.changed() => {
                     let ready = *self.health.ready.borrow_and_update();
@@ -416,7 +425,7 @@ impl Supervisor {
             return;
         }
         let changes = self.health.catch_up().await;
-        self.ipvs.health(changes);
+        self.apply_health(changes);
         let applied = self.ipvs.barrier();
         let (turn, back) = (self.ready_turn, self.ready_applied.0.clone());
         tokio::spawn(async move {
@@ -424,6 +433,23 @@ impl Supervisor {
                 let _ = back.send(turn).await;
             }
         });
+    }
+
+    /// Health changes go to the IPVS table and to the listeners (alerts).
+    fn apply_health(&mut self, changes: Vec<crate::health::Change>) {
+        let mut table = Vec::with_capacity(changes.len());
+        for ((service, real), health, reason) in changes {
+            self.events.publish(Event::Real {
+                node: self.config.node.name.clone(),
+                service: service.clone(),
+                real,
+                health,
+                reason,
+                at: std::time::SystemTime::now(),
+            });
+            table.push(((service, real), health));
+        }
+        self.ipvs.health(table);
     }
 
     /// Tells the failover protocol whether the checks are settled.
@@ -441,6 +467,16 @@ impl Supervisor {
 
     async fn on_transition(&mut self, t: Transition) {
         info!(role = ?t.role, state = %t.state, reason = %t.reason, "role change");
+        if t.role != self.role {
+            self.events.publish(Event::Role {
+                node: self.config.node.name.clone(),
+                role: t.role,
+                state: t.state.clone(),
+                reason: t.reason.clone(),
+                priority: self.failover.status.borrow().effective_priority,
+                at: std::time::SystemTime::now(),
+            });
+        }
         let previous = self.role;
         self.role = t.role;
         match t.role {
@@ -582,7 +618,15 @@ impl Supervisor {
                     ))
                 }
             }),
-            Request::Reload => self.reload().await,
+            Request::Reload => {
+                // SIGHUP and `directorctl reload` alike; applied or refused, the
+                // daemon runs on (the old config if refused).
+                crate::systemd::reloading();
+                let answer = self.reload(false).await;
+                crate::systemd::ready();
+                answer
+            }
+            Request::ReloadDryRun => self.reload(true).await,
             Request::Restart => Answer::Now(self.restart()),
             Request::Drain { service, real } => self.drain(service, real, true),
             Request::Enable { service, real } => self.drain(service, real, false),
@@ -680,8 +724,9 @@ impl Supervisor {
         }))
     }
 
-    /// Re-reads the file. An invalid file changes nothing.
-    async fn reload(&mut self) -> Answer {
+    /// Re-reads the file. An invalid file changes nothing. `dry_run`: only says
+    /// what the file would change.
+    async fn reload(&mut self, dry_run: bool) -> Answer {
         let path = self.config.path.clone();
         let new = match Config::load(&path) {
             Ok(c) => c,
@@ -692,7 +737,26 @@ impl Supervisor {
                 )));
             }
         };
+        let changes = config::diff::describe(&self.config, &new);
+        if dry_run {
+            let message = if changes.is_empty() {
+                format!("dry run: {} would change nothing", path.display())
+            } else {
+                format!(
+                    "dry run: {} would change:\n  {}",
+                    path.display(),
+                    changes.join("\n  ")
+                )
+            };
+            return Answer::Now(Response::with_data(
+                message,
+                serde_json::json!({ "changes": changes }),
+            ));
+        }
         let mut restart_needed = Vec::new();
+        if new.metrics != self.config.metrics {
+            restart_needed.push("[metrics]");
+        }
         if new.node != self.config.node {
             restart_needed.push("[node]");
         }
@@ -717,6 +781,9 @@ impl Supervisor {
         if new.ipvs != self.config.ipvs {
             applied.push("[ipvs]");
         }
+        if new.alerts != self.config.alerts {
+            applied.push("[alerts]");
+        }
         if !restart_needed.is_empty() {
             let msg = format!(
                 "reload refused: {} changed, which needs a restart of directord; nothing was applied",
@@ -725,6 +792,7 @@ impl Supervisor {
             warn!("{msg}");
             return Answer::Now(Response::error(msg));
         }
+        self.alerts.reconfigure(new.alerts.clone());
         // Keep the sections that need a restart as they run; take the rest.
         let mut managed = old_vips.clone();
         managed.extend(new_vips.iter().cloned());
@@ -732,6 +800,10 @@ impl Supervisor {
         self.config.announce = new.announce;
         self.config.services = new.services;
         self.config.ipvs = new.ipvs;
+        self.config.alerts = new.alerts;
+        for change in &changes {
+            info!(%change, "reload");
+        }
         // The whole table is reconciled (so a change made behind directord's back
         // is undone too), but only what differs reaches the kernel.
         let health = self.health.configure(&self.config).await;

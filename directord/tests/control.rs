@@ -580,3 +580,96 @@ address = "10.0.1.12:8080"
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no service named `nosuch`"), "{err}");
 }
+
+/// `reload --dry-run` says what a file would change and changes nothing; `reload`
+/// then applies exactly that (one weight), keeping the checks' up/down state; an
+/// invalid file is refused with its place and the running config stays.
+#[test]
+fn reload_dry_run_then_apply_keeps_health() {
+    need_root!();
+    let extra = r#"
+[[service]]
+name = "app"
+address = "198.51.100.10:80"
+forward = "nat"
+check = { type = "external", command = ["/bin/true"], interval = "100ms", timeout = "80ms", rise = 3, fall = 3 }
+
+[[service.real]]
+address = "10.0.1.11:8080"
+weight = 100
+
+[[service.real]]
+address = "10.0.1.12:8080"
+weight = 100
+"#;
+    let node = Node::start_with("r", extra);
+    let checks = |node: &Node| node.status()["checks"].clone();
+    wait(Duration::from_secs(5), "real servers up", || {
+        checks(&node)
+            .as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|x| x["health"] == "up"))
+    });
+    let weights = |node: &Node| -> Vec<u64> {
+        node.status()["ipvs"]["services"][0]["reals"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["configured_weight"].as_u64())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(weights(&node), vec![100, 100]);
+
+    let good = node.config_text();
+    let changed = good.replacen("weight = 100", "weight = 50", 1);
+    std::fs::write(node.config(), &changed).expect("w");
+    let out = node.ctl(&["reload", "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("service app: real server 10.0.1.11:8080 weight 100 -> 50"),
+        "{text}"
+    );
+    assert_eq!(text.matches("\n  ").count(), 1, "one change only: {text}");
+    assert_eq!(weights(&node), vec![100, 100], "a dry run applies nothing");
+
+    let streak = checks(&node)[0]["streak"].as_u64().expect("streak");
+    let out = node.ctl(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(weights(&node), vec![50, 100]);
+    let after = checks(&node);
+    assert_eq!(after[0]["health"], "up", "{after}");
+    assert!(
+        after[0]["streak"].as_u64().expect("streak") >= streak,
+        "an unchanged check keeps its state: {after}"
+    );
+    assert!(
+        node.log().contains("weight 100 -> 50"),
+        "the reload is logged"
+    );
+
+    // A dry run of an invalid file names the place; nothing changes.
+    std::fs::write(node.config(), changed.replace("weight = 50", "weight = -5")).expect("w");
+    for args in [&["reload", "--dry-run"][..], &["reload"][..]] {
+        let out = node.ctl(args);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{}:", node.config().display())) && err.contains("weight"),
+            "{err}"
+        );
+    }
+    assert_eq!(weights(&node), vec![50, 100]);
+    std::fs::write(node.config(), &changed).expect("w");
+    let out = node.ctl(&["reload", "--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("would change nothing"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

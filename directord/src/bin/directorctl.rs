@@ -40,7 +40,12 @@ enum Cmd {
         no_wait: bool,
     },
     /// Re-read the config file (validated first; an invalid file changes nothing).
-    Reload,
+    Reload {
+        /// Print what the file would change (VIPs, services, real servers,
+        /// checks) without applying it.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Restart directord in place (re-exec, e.g. after an upgrade), keeping the role,
     /// the VIPs and the IPVS table (VRRP). Waits until the new process answers.
     Restart {
@@ -83,6 +88,9 @@ enum Cmd {
         #[arg(default_value = config::DEFAULT_CONFIG)]
         file: PathBuf,
     },
+    /// Print a shell completion script (the packages install them).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
@@ -98,6 +106,11 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
+        Cmd::Completions { shell } => {
+            let mut cmd = <Args as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "directorctl", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::CheckConfig { file } => Ok(match Config::load(&file) {
             Ok(_) => {
                 println!("{}: valid", file.display());
@@ -134,8 +147,13 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             wait_for(&args.socket, "standby")
         }
-        Cmd::Reload => {
-            let r = checked(client::call(&args.socket, &Request::Reload)?)?;
+        Cmd::Reload { dry_run } => {
+            let request = if dry_run {
+                Request::ReloadDryRun
+            } else {
+                Request::Reload
+            };
+            let r = checked(client::call(&args.socket, &request)?)?;
             println!("{}", r.message.unwrap_or_default());
             Ok(ExitCode::SUCCESS)
         }

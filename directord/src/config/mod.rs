@@ -6,8 +6,10 @@
 //! `file:line:column` before anything is reported; the runtime only ever sees the
 //! validated [`Config`].
 
+pub mod alerts;
 mod check;
 mod diagnostic;
+pub mod diff;
 pub mod duration;
 mod raw;
 mod validate;
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use alerts::{Alerts, Email, Metrics, SmtpTls};
 pub use diagnostic::{Problem, Problems};
 
 /// Default control socket path.
@@ -34,6 +37,8 @@ pub struct Config {
     pub announce: Announce,
     pub control: Control,
     pub ipvs: Ipvs,
+    pub alerts: Alerts,
+    pub metrics: Option<Metrics>,
     pub vips: Vec<Vip>,
     pub services: Vec<Service>,
 }

@@ -15,7 +15,7 @@ use super::diagnostic::{Collector, Problems};
 use super::raw::{self, S};
 use super::*;
 
-const SECTIONS: &str = "node, failover, announce, control, ipvs, vip, service";
+const SECTIONS: &str = "node, failover, announce, control, ipvs, alerts, metrics, vip, service";
 const SCHEDULERS: &[&str] = &[
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 ];
@@ -48,6 +48,8 @@ pub(super) fn validate(path: &Path, text: &str, check_files: bool) -> Result<Con
     let mut announce: Option<raw::Announce> = None;
     let mut control: Option<raw::Control> = None;
     let mut ipvs: Option<raw::Ipvs> = None;
+    let mut alerts: Option<super::alerts::RawAlerts> = None;
+    let mut metrics: Option<super::alerts::RawMetrics> = None;
     let mut vips: Vec<S<raw::Vip>> = Vec::new();
     let mut services: Vec<S<raw::Service>> = Vec::new();
     let mut seen_vip_section = false;
@@ -62,6 +64,8 @@ pub(super) fn validate(path: &Path, text: &str, check_files: bool) -> Result<Con
             "announce" => announce = section(&mut c, value),
             "control" => control = section(&mut c, value),
             "ipvs" => ipvs = section(&mut c, value),
+            "alerts" => alerts = section(&mut c, value),
+            "metrics" => metrics = section(&mut c, value),
             "vip" => {
                 seen_vip_section = true;
                 vips = array_of_tables(&mut c, "vip", key_span, value);
@@ -85,6 +89,8 @@ pub(super) fn validate(path: &Path, text: &str, check_files: bool) -> Result<Con
     let failover = failover.and_then(|f| validate_failover(&mut c, f));
     let announce = validate_announce(&mut c, announce);
     let control = validate_control(&mut c, control);
+    let alerts = super::alerts::validate_alerts(&mut c, alerts);
+    let metrics = super::alerts::validate_metrics(&mut c, metrics);
     let default_if = failover.as_ref().map(|(f, _)| f.interface.clone());
     let vips_ok = validate_vips(&mut c, &vips, default_if.as_deref());
     if !seen_vip_section {
@@ -123,6 +129,8 @@ pub(super) fn validate(path: &Path, text: &str, check_files: bool) -> Result<Con
             announce,
             control,
             ipvs,
+            alerts,
+            metrics,
             vips: vips_ok,
             services: services_ok,
         }),
@@ -161,6 +169,8 @@ fn unreachable_config() -> Config {
             spacing: Duration::ZERO,
             refresh: None,
         },
+        alerts: Alerts::default(),
+        metrics: None,
         control: Control {
             socket: PathBuf::new(),
             group: String::new(),

@@ -22,6 +22,8 @@ pub enum Request {
     Standby,
     /// Re-read the config file: validate first, then apply the difference.
     Reload,
+    /// Say what `reload` would change, without applying it.
+    ReloadDryRun,
     /// Weight 0 for one real server of a service (quiesce: existing connections
     /// stay); answers its active and inactive connections. Survives reloads.
     Drain { service: String, real: String },
@@ -87,7 +89,8 @@ impl Response {
 
 /// Parses one request line, with an operator-readable error.
 pub fn parse_request(line: &str) -> Result<Request, String> {
-    const COMMANDS: &str = "status, takeover, standby, reload, drain, enable, check, restart";
+    const COMMANDS: &str =
+        "status, takeover, standby, reload, reload-dry-run, drain, enable, check, restart";
     let line = line.trim();
     if line.is_empty() {
         return Err("empty request".into());
@@ -101,7 +104,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
         return Err("request lacks a \"command\" string".into());
     };
     let fields: &[&str] = match command {
-        "status" | "takeover" | "standby" | "reload" | "restart" => &[],
+        "status" | "takeover" | "standby" | "reload" | "reload-dry-run" | "restart" => &[],
         "drain" | "enable" | "check" => &["service", "real"],
         _ => {
             return Err(format!(
@@ -144,6 +147,7 @@ mod tests {
             Request::Takeover,
             Request::Standby,
             Request::Reload,
+            Request::ReloadDryRun,
             Request::Restart,
             Request::Drain {
                 service: "www".into(),

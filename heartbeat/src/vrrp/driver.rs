@@ -204,7 +204,11 @@ impl Driver {
                     tracing::info!(interface = %self.config.interface, %local, "VRRP socket open");
                     self.socket = Some(socket);
                     self.last_problem = None;
-                    self.event(now, Event::SocketUp { local });
+                    // The timers start now, not when the check began: opening the
+                    // socket can take a while on a loaded machine, and adverts could
+                    // not be heard before it was open (else the master-down timer
+                    // would fire early and preempt a live peer).
+                    self.event(Instant::now(), Event::SocketUp { local });
                 }
                 Err(e) => self.socket_down(now, &e),
             },
