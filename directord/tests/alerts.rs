@@ -10,7 +10,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use directord::events::Event;
@@ -18,28 +18,9 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 
 const SMTP_PORT: u16 = 2525;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+mod common;
 
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root (network namespaces, postfix's master)");
-            return;
-        }
-    };
-}
-
-fn run(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd).args(args).output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{need_root, wait};
 
 fn program(path: &str, package: &str) -> PathBuf {
     assert!(
@@ -47,14 +28,6 @@ fn program(path: &str, package: &str) -> PathBuf {
         "{path} is missing: install the Debian package `{package}` (apt-get install {package})"
     );
     PathBuf::from(path)
-}
-
-fn wait(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn write_executable(path: &Path, text: &str) {
@@ -303,9 +276,7 @@ fn parse_mail(text: &str) -> (String, String) {
 
 /// A namespace with a veth pair, a postfix, and one directord; removed on drop.
 struct Lab {
-    ns: String,
-    dir: tempfile::TempDir,
-    directord: Option<Child>,
+    node: common::Node,
     postfix: Option<Postfix>,
 }
 
@@ -361,55 +332,22 @@ impl Lab {
 
     /// `edit`: changes the config text.
     fn start_edited(tag: &str, alerts: &str, edit: impl Fn(String) -> String) -> Lab {
-        let ns = format!("dalert{}{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        run("ip", &["netns", "add", &ns]);
-        let exec = |args: &[&str]| {
-            let mut a = vec!["netns", "exec", &ns];
-            a.extend_from_slice(args);
-            run("ip", &a);
-        };
-        exec(&["ip", "link", "set", "lo", "up"]);
-        exec(&[
-            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-        ]);
-        exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", "eth0"]);
-        exec(&["ip", "link", "set", "eth0", "up"]);
-        exec(&["ip", "link", "set", "peer0", "up"]);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut lab = Lab {
-            ns,
-            dir,
-            directord: None,
-            postfix: None,
-        };
-        lab.postfix = Some(Postfix::start(&lab.ns, lab.dir.path()));
-        let d = lab.dir.path().display().to_string();
+        let node = common::Node::new("dalert", tag);
+        let dir = node.dir.path().to_path_buf();
+        let postfix = Some(Postfix::start(&node.ns, &dir));
+        let d = dir.display().to_string();
         write_executable(
-            &lab.dir.path().join("notify"),
+            &dir.join("notify"),
             &format!("#!/bin/sh\necho \"$* $DIRECTORD_EVENT\" >> {d}/notified\n",),
         );
-        std::fs::write(lab.dir.path().join("up"), "").expect("flag");
+        std::fs::write(dir.join("up"), "").expect("flag");
         let config = edit(CONFIG.to_string())
             .replace("DIR", &d)
             .replace("PORT", &SMTP_PORT.to_string())
             + alerts;
-        std::fs::write(lab.dir.path().join("directord.toml"), config).expect("config");
-        let log = std::fs::File::create(lab.dir.path().join("directord.log")).expect("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lab.ns, env!("CARGO_BIN_EXE_directord")])
-            .arg("--config")
-            .arg(lab.dir.path().join("directord.toml"))
-            .env("RUST_LOG", "info,directord=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start directord");
-        lab.directord = Some(child);
-        let socket = lab.dir.path().join("ctl.sock");
-        wait(Duration::from_secs(10), "control socket", || {
-            std::os::unix::net::UnixStream::connect(&socket).is_ok()
-        });
+        std::fs::write(node.config(), config).expect("config");
+        let mut lab = Lab { node, postfix };
+        lab.node.start("info,directord=debug");
         lab
     }
 
@@ -418,7 +356,7 @@ impl Lab {
     }
 
     fn set_up(&self, up: bool) {
-        let flag = self.dir.path().join("up");
+        let flag = self.node.dir.path().join("up");
         if up {
             std::fs::write(flag, "").expect("flag");
         } else {
@@ -427,28 +365,25 @@ impl Lab {
     }
 
     fn notified(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("notified")).unwrap_or_default()
+        std::fs::read_to_string(self.node.dir.path().join("notified")).unwrap_or_default()
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("directord.log")).unwrap_or_default()
+        self.node.log()
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(mut c) = self.directord.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- directord log ---\n{}", self.log());
-            if let Some(p) = &self.postfix {
-                eprintln!("--- postfix log ---\n{}", p.log());
-            }
+        // directord first, then postfix; the node's own drop prints directord's
+        // log and removes the namespace.
+        self.node.kill();
+        if std::thread::panicking()
+            && let Some(p) = &self.postfix
+        {
+            eprintln!("--- postfix log ---\n{}", p.log());
         }
         self.postfix = None;
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
     }
 }
 

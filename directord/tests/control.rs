@@ -3,205 +3,28 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+mod common;
+
+use common::{Node, need_root, wait};
+
+fn start(tag: &str) -> Node {
+    start_with(tag, "")
 }
 
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root (network namespaces, raw sockets)");
-            return;
-        }
-    };
-}
-
-fn run(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd).args(args).output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A namespace with a veth pair (`eth0` and its peer `peer0`), removed on drop,
-/// running one directord.
-struct Node {
-    ns: String,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    /// Appended to CONFIG.
-    extra: String,
-}
-
-const CONFIG: &str = r#"[node]
-name = "solo"
-
-[failover]
-protocol = "vrrp"
-interface = "eth0"
-priority = 100
-
-[failover.vrrp]
-router_id = 7
-advert_interval = "50ms"
-
-[announce]
-count = 2
-spacing = "10ms"
-
-[control]
-socket = "SOCKET"
-
-[[vip]]
-address = "198.51.100.10/24"
-"#;
-
-impl Node {
-    fn start(tag: &str) -> Node {
-        Node::start_with(tag, "")
-    }
-
-    fn start_with(tag: &str, extra: &str) -> Node {
-        let ns = format!("dctl{}{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        run("ip", &["netns", "add", &ns]);
-        let exec = |args: &[&str]| {
-            let mut a = vec!["netns", "exec", &ns];
-            a.extend_from_slice(args);
-            run("ip", &a);
-        };
-        exec(&["ip", "link", "set", "lo", "up"]);
-        exec(&[
-            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-        ]);
-        exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", "eth0"]);
-        exec(&["ip", "link", "set", "eth0", "up"]);
-        exec(&["ip", "link", "set", "peer0", "up"]);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut node = Node {
-            ns,
-            dir,
-            child: None,
-            extra: extra.to_string(),
-        };
-        std::fs::write(node.config(), node.config_text()).expect("write config");
-        node.spawn();
-        node
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("directord.toml")
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("ctl.sock")
-    }
-
-    fn config_text(&self) -> String {
-        CONFIG.replace("SOCKET", &self.socket().display().to_string()) + &self.extra
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("directord.log")).expect("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_directord")])
-            .arg("--config")
-            .arg(self.config())
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start directord");
-        self.child = Some(child);
-        wait(Duration::from_secs(10), "control socket", || {
-            UnixStream::connect(self.socket()).is_ok()
-        });
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("directord.log")).unwrap_or_default()
-    }
-
-    fn ip_addrs(&self) -> String {
-        let out = Command::new("ip")
-            .args([
-                "netns", "exec", &self.ns, "ip", "-o", "addr", "show", "dev", "eth0",
-            ])
-            .output()
-            .expect("ip addr");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn holds(&self, addr: &str) -> bool {
-        self.ip_addrs().contains(&format!(" {addr}/"))
-    }
-
-    fn call_raw(&self, line: &[u8]) -> Value {
-        let mut s = UnixStream::connect(self.socket()).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        s.write_all(line).expect("write");
-        let mut answer = String::new();
-        BufReader::new(s).read_line(&mut answer).expect("read");
-        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not JSON ({e}): {answer:?}"))
-    }
-
-    fn status(&self) -> Value {
-        let r = self.call_raw(b"{\"command\":\"status\"}\n");
-        assert_eq!(r["ok"], true, "{r}");
-        r["status"].clone()
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_directorctl"))
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .expect("directorctl")
-    }
-
-    fn wait_role(&self, role: &str) {
-        wait(Duration::from_secs(10), role, || {
-            self.status()["role"] == role
-        });
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- directord log ---\n{}", self.log());
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-    }
-}
-
-fn wait(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// `extra`: appended to the shared config.
+fn start_with(tag: &str, extra: &str) -> Node {
+    Node::solo("dctl", tag, extra)
 }
 
 #[test]
 fn status_takeover_standby_and_sigterm() {
     need_root!();
-    let mut node = Node::start("a");
+    let mut node = start("a");
     // Alone on its link: it becomes master after the master-down interval.
     node.wait_role("active");
     wait(Duration::from_secs(5), "VIP added", || {
@@ -268,7 +91,7 @@ fn status_takeover_standby_and_sigterm() {
 #[test]
 fn bad_requests_get_errors_and_change_nothing() {
     need_root!();
-    let node = Node::start("b");
+    let node = start("b");
     node.wait_role("active");
     let before = node.status();
     for bad in [
@@ -311,7 +134,7 @@ fn bad_requests_get_errors_and_change_nothing() {
 #[test]
 fn reload_applies_a_valid_file_and_keeps_running_on_a_bad_one() {
     need_root!();
-    let node = Node::start("c");
+    let node = start("c");
     node.wait_role("active");
     wait(Duration::from_secs(5), "VIP", || {
         node.holds("198.51.100.10")
@@ -373,7 +196,7 @@ fn reload_applies_a_valid_file_and_keeps_running_on_a_bad_one() {
 #[test]
 fn socket_is_for_root_only() {
     need_root!();
-    let node = Node::start("d");
+    let node = start("d");
     let mode = std::fs::metadata(node.socket()).map(|m| {
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o777
@@ -418,7 +241,7 @@ weight = 100
 #[test]
 fn services_without_ipvs_still_fail_over() {
     need_root!();
-    let node = Node::start_with("e", SERVICES);
+    let node = start_with("e", SERVICES);
     node.wait_role("active");
     wait(Duration::from_secs(5), "VIP", || {
         node.holds("198.51.100.10")
@@ -509,7 +332,7 @@ address = "10.0.1.12:8080"
 "#,
         up.display()
     );
-    let node = Node::start_with("h", &extra);
+    let node = start_with("h", &extra);
     let checks = |node: &Node| node.status()["checks"].clone();
     wait(Duration::from_secs(5), "both real servers up", || {
         let c = checks(&node);
@@ -602,7 +425,7 @@ weight = 100
 address = "10.0.1.12:8080"
 weight = 100
 "#;
-    let node = Node::start_with("r", extra);
+    let node = start_with("r", extra);
     let checks = |node: &Node| node.status()["checks"].clone();
     wait(Duration::from_secs(5), "real servers up", || {
         checks(&node)

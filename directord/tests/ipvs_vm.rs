@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 use nix::sched::{CloneFlags, setns};
 use serde_json::Value;
 
+mod common;
+
+use common::run;
+
 #[test]
 fn directord_ipvs_in_vm() {
     directord_tests::vm::run_tests_inside(
@@ -48,16 +52,6 @@ fn wait(what: &str, mut ok: impl FnMut() -> bool) {
         assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn run(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd).args(args).output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Runs `f` on a thread inside the named network namespace; what it returns

@@ -7,132 +7,58 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+mod common;
 
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root (network namespaces, raw sockets)");
-            return;
-        }
-    };
-}
+use common::need_root;
 
-fn run(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd).args(args).output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-const CONFIG: &str = r#"[node]
-name = "solo"
-
-[failover]
-protocol = "vrrp"
-interface = "eth0"
-priority = 100
-
-[failover.vrrp]
-router_id = 7
-advert_interval = "50ms"
-
-[announce]
-count = 2
-spacing = "10ms"
-
-[control]
-socket = "SOCKET"
-
-[[vip]]
-address = "198.51.100.10/24"
-"#;
-
-/// A namespace with a veth pair, removed on drop, running one directord whose
-/// `NOTIFY_SOCKET` is a datagram socket this test reads.
+/// The shared namespace and directord, whose `NOTIFY_SOCKET` is a datagram socket
+/// this test reads.
 struct Node {
-    ns: String,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
+    node: common::Node,
     notify: UnixDatagram,
+}
+
+impl std::ops::Deref for Node {
+    type Target = common::Node;
+    fn deref(&self) -> &common::Node {
+        &self.node
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut common::Node {
+        &mut self.node
+    }
 }
 
 impl Node {
     /// `env`: extra environment for directord (`WATCHDOG_USEC`, `JOURNAL_STREAM`).
     fn start(tag: &str, env: &[(&str, &str)]) -> Node {
-        let ns = format!("dsd{}{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        run("ip", &["netns", "add", &ns]);
-        let exec = |args: &[&str]| {
-            let mut a = vec!["netns", "exec", &ns];
-            a.extend_from_slice(args);
-            run("ip", &a);
-        };
-        exec(&["ip", "link", "set", "lo", "up"]);
-        exec(&[
-            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-        ]);
-        exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", "eth0"]);
-        exec(&["ip", "link", "set", "eth0", "up"]);
-        exec(&["ip", "link", "set", "peer0", "up"]);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let notify = UnixDatagram::bind(dir.path().join("notify")).expect("bind notify");
-        let config = dir.path().join("directord.toml");
-        let socket = dir.path().join("ctl.sock");
-        std::fs::write(
-            &config,
-            CONFIG.replace("SOCKET", &socket.display().to_string()),
-        )
-        .expect("write config");
-        let log = std::fs::File::create(dir.path().join("directord.log")).expect("log");
+        let mut node = common::Node::new("dsd", tag);
+        let notify = UnixDatagram::bind(node.dir.path().join("notify")).expect("bind notify");
+        std::fs::write(node.config(), node.solo_config()).expect("write config");
+        let mut cmd = node.command("info");
         // `JOURNAL_STREAM=LOG`: the log file's device:inode, as systemd sets it for
         // a stderr connected to the journal.
-        let meta = log.metadata().expect("log metadata");
+        let meta = std::fs::metadata(node.log_path()).expect("log metadata");
         let log_stream = format!("{}:{}", meta.dev(), meta.ino());
         let env: Vec<(&str, &str)> = env
             .iter()
             .map(|&(k, v)| (k, if v == "LOG" { log_stream.as_str() } else { v }))
             .collect();
-        // `ip netns exec` execs directord: the child's pid is directord's.
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_directord")])
-            .arg("--config")
-            .arg(&config)
-            .env("NOTIFY_SOCKET", dir.path().join("notify"))
+        cmd.env("NOTIFY_SOCKET", node.dir.path().join("notify"))
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .env_remove("JOURNAL_STREAM")
-            .envs(env)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start directord");
-        Node {
-            ns,
-            dir,
-            child: Some(child),
-            notify,
-        }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("ctl.sock")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("directord.log")).unwrap_or_default()
+            .envs(env);
+        node.spawn(cmd);
+        Node { node, notify }
     }
 
     /// The next notify message, or `None` once `limit` has passed.
@@ -141,9 +67,12 @@ impl Node {
             .set_read_timeout(Some(limit.max(Duration::from_millis(1))))
             .expect("timeout");
         let mut buf = [0u8; 4096];
-        match self.notify.recv(&mut buf) {
-            Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
-            Err(_) => None,
+        loop {
+            match self.notify.recv(&mut buf) {
+                Ok(n) => return Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            }
         }
     }
 
@@ -186,19 +115,6 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- directord log ---\n{}", self.log());
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-    }
-}
-
 fn is(line: &'static str) -> impl Fn(&str) -> bool {
     move |m| m.lines().any(|l| l == line)
 }
@@ -227,7 +143,8 @@ fn ready_after_the_control_socket_then_watchdog_and_status() {
         match node.recv(Duration::from_secs(1).saturating_sub(start.elapsed())) {
             Some(m) if is("WATCHDOG=1")(&m) => pings += 1,
             Some(m) => statuses.extend(m.strip_prefix("STATUS=").map(str::to_string)),
-            None => break,
+            // Nothing within the time left: the loop's own bound ends it.
+            None => continue,
         }
     }
     assert!(pings >= 3, "{pings} WATCHDOG=1 in 1 s");
