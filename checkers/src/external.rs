@@ -21,9 +21,9 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::{Error, Target, Verdict, spec::External};
 
-/// Bytes of stdout and of stderr kept; the rest is read and thrown away so the
+/// Bytes of stdout and of stderr kept by [`run`]; the rest is read and thrown away so the
 /// program never blocks on a full pipe.
-const OUTPUT_KEPT: usize = 4096;
+pub const OUTPUT_KEPT: usize = 4096;
 /// How long, after the program exited, the output may still take to arrive (a
 /// descendant that left the group could hold the pipes open).
 const OUTPUT_GRACE: Duration = Duration::from_millis(50);
@@ -36,25 +36,68 @@ pub(crate) async fn probe(spec: &External, t: &Target) -> Result<Verdict, Error>
             message: "external check without a program".into(),
         });
     };
-    let deadline = Instant::now() + t.timeout;
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .arg(t.real.ip().to_string())
         .arg(t.real.port().to_string())
         .env("DIRECTORD_REAL_IP", t.real.ip().to_string())
         .env("DIRECTORD_REAL_PORT", t.real.port().to_string())
         .env("DIRECTORD_CONNECT_IP", t.addr.ip().to_string())
-        .env("DIRECTORD_CONNECT_PORT", t.addr.port().to_string())
+        .env("DIRECTORD_CONNECT_PORT", t.addr.port().to_string());
+    let finished = run(command, t.timeout)
+        .await
+        .map_err(|source| Error::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    Ok(match &finished.status {
+        None => Verdict::Down(format!(
+            "timed out after {} ms, killed",
+            t.timeout.as_millis()
+        )),
+        Some(Ok(s)) if s.success() => Verdict::Up,
+        Some(Ok(_)) => Verdict::Down(finished.failure()),
+        Some(Err(e)) => Verdict::Down(format!("cannot wait for {program}: {e}")),
+    })
+}
+
+/// How a program started by [`run`] ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// `None`: killed at the timeout.
+    pub status: Option<std::io::Result<ExitStatus>>,
+    /// The first [`OUTPUT_KEPT`] bytes of each.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Finished {
+    /// "exit status 3: no backend" / "killed by signal SIGSEGV" (the first line of
+    /// stderr, else of stdout); "timed out" when it was killed at the timeout.
+    pub fn failure(&self) -> String {
+        match &self.status {
+            Some(Ok(s)) => failed(*s, &self.stderr, &self.stdout),
+            Some(Err(e)) => format!("cannot wait for it: {e}"),
+            None => "timed out".into(),
+        }
+    }
+}
+
+/// Runs `command` (its program and arguments set) with stdin from /dev/null, in a
+/// process group of its own, keeping the start of its output. The whole group is
+/// killed (SIGKILL) when the program exits, at `timeout`, or when this future is
+/// dropped: nothing it starts outlives it. Used by the external check and by
+/// directord's notify scripts. An error: the program could not be started.
+pub async fn run(mut command: Command, timeout: Duration) -> std::io::Result<Finished> {
+    let deadline = Instant::now() + timeout;
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| Error::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+        .spawn()?;
     let mut group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
 
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
@@ -83,17 +126,17 @@ pub(crate) async fn probe(spec: &External, t: &Target) -> Result<Verdict, Error>
         }
         status
     };
-
-    Ok(match status {
-        None => Verdict::Down(format!(
-            "timed out after {} ms, killed",
-            t.timeout.as_millis()
-        )),
-        Some(Ok(s)) if s.success() => Verdict::Up,
-        Some(Ok(s)) => Verdict::Down(failed(s, &stderr, &stdout)),
-        Some(Err(e)) => Verdict::Down(format!("cannot wait for {program}: {e}")),
-    })
     // `group` drops here: killed if it was not yet (timeout).
+    drop(group);
+    if status.is_none() {
+        // Reap it: killed with its group just above.
+        let _ = child.wait().await;
+    }
+    Ok(Finished {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// The program's process group, killed once.

@@ -22,7 +22,6 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -31,7 +30,6 @@ use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -752,79 +750,29 @@ async fn run_scripts(kind: &'static str, mut rx: mpsc::UnboundedReceiver<ScriptJ
     }
 }
 
-/// Runs one script to its end or its timeout, and logs how it went.
+/// Runs one script to its end or its timeout (the checkers' external-command
+/// runner: own process group, killed whole), and logs how it went.
 async fn run_script(kind: &'static str, job: ScriptJob) {
     let script = job.program.display().to_string();
     let mut cmd = tokio::process::Command::new(&job.program);
     cmd.args(&job.args)
-        .envs(job.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+        .envs(job.env.iter().map(|(k, v)| (k, v)));
+    let finished = match checkers::external::run(cmd, job.timeout).await {
+        Ok(f) => f,
         Err(e) => {
             warn!(kind, %script, args = ?job.args, error = %e, "cannot start the notify script");
             return;
         }
     };
-    let group = child.id().and_then(|id| i32::try_from(id).ok());
-    // The first stderr line; the rest is read and dropped so the script never
-    // blocks on a full pipe.
-    let stderr = child.stderr.take().map(|e| {
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(e).lines();
-            let mut first = None;
-            while let Ok(Some(line)) = lines.next_line().await {
-                if first.is_none() && !line.trim().is_empty() {
-                    first = Some(line);
-                }
-            }
-            first
-        })
-    });
-    let status = match tokio::time::timeout(job.timeout, child.wait()).await {
-        Ok(status) => Some(status),
-        Err(_) => {
-            if let Some(pgid) = group {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pgid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let _ = child.wait().await;
-            None
-        }
-    };
-    let first = match stderr {
-        Some(task) => {
-            // Whatever the group left behind holding the pipe, do not wait long.
-            let abort = task.abort_handle();
-            match tokio::time::timeout(Duration::from_secs(1), task).await {
-                Ok(Ok(first)) => first,
-                _ => {
-                    abort.abort();
-                    None
-                }
-            }
-        }
-        None => None,
-    };
-    let stderr = first.unwrap_or_default();
-    match status {
+    match &finished.status {
         None => warn!(
-            kind, %script, args = ?job.args, %stderr,
+            kind, %script, args = ?job.args,
             "notify script killed (its process group) after the {} ms timeout",
             job.timeout.as_millis()
         ),
         Some(Ok(s)) if s.success() => info!(kind, %script, args = ?job.args, "notify script ran"),
-        Some(Ok(s)) => {
-            warn!(kind, %script, args = ?job.args, status = %s, %stderr, "notify script failed")
-        }
-        Some(Err(e)) => {
-            warn!(kind, %script, args = ?job.args, error = %e, "cannot wait for the notify script")
+        Some(_) => {
+            warn!(kind, %script, args = ?job.args, failure = %finished.failure(), "notify script failed")
         }
     }
 }

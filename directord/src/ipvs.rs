@@ -748,29 +748,8 @@ impl Worker {
         real: &str,
         drain: bool,
     ) -> Result<(String, RealStatus), String> {
-        let Some(service) = self.services.iter().find(|s| s.name == name) else {
-            let names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
-            return Err(format!(
-                "no service named `{name}` (services: {})",
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
-            ));
-        };
-        let service = service.clone();
-        let Some(found) = service.real(real).cloned() else {
-            let reals: Vec<String> = service
-                .reals
-                .iter()
-                .map(|r| r.address.to_string())
-                .collect();
-            return Err(format!(
-                "service `{name}` has no real server `{real}` (real servers: {})",
-                reals.join(", ")
-            ));
-        };
+        let (service, found) = config::Service::find(&self.services, name, real)?;
+        let (service, found) = (service.clone(), found.clone());
         let address = found.address;
         let entry = (service.name.clone(), address);
         let was_drained = self.drains.contains(&entry);

@@ -636,28 +636,9 @@ impl Supervisor {
 
     /// `directorctl check`: runs the real server's check once now.
     fn check_now(&self, service: &str, real: &str) -> Answer {
-        let Some(s) = self.config.services.iter().find(|s| s.name == service) else {
-            let names: Vec<&str> = self
-                .config
-                .services
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
-            return Answer::Now(Response::error(format!(
-                "no service named `{service}` (services: {})",
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
-            )));
-        };
-        let Some(r) = s.real(real) else {
-            let reals: Vec<String> = s.reals.iter().map(|r| r.address.to_string()).collect();
-            return Answer::Now(Response::error(format!(
-                "service `{service}` has no real server `{real}` (real servers: {})",
-                reals.join(", ")
-            )));
+        let (s, r) = match config::Service::find(&self.config.services, service, real) {
+            Ok(found) => found,
+            Err(e) => return Answer::Now(Response::error(e)),
         };
         let Some(check) = &s.check else {
             return Answer::Now(Response::error(format!(

@@ -217,35 +217,8 @@ fn email(c: &mut Collector<'_>, s: &RawAlerts) -> Option<Email> {
         .map_or(if tls == SmtpTls::Implicit { 465 } else { 25 }, |p| {
             p as u16
         });
-    let password = match (&s.smtp_password, &s.smtp_password_file) {
-        (None, None) => None,
-        (Some(p), None) => Some(Secret::inline(p.get_ref().clone())),
-        (Some(_), Some(f)) => {
-            c.at(
-                sp(f),
-                "give `smtp_password` or `smtp_password_file`, not both",
-            );
-            None
-        }
-        (None, Some(f)) => {
-            let path = PathBuf::from(f.get_ref());
-            match std::fs::read_to_string(&path) {
-                Ok(t) => Some(Secret::from_file(t.trim_end_matches(['\n', '\r']), path)),
-                Err(_) if !c.check_files => Some(Secret::from_file("", path)),
-                Err(e) => {
-                    c.at(
-                        sp(f),
-                        format!(
-                            "cannot read smtp_password_file {}: {}",
-                            path.display(),
-                            e.kind()
-                        ),
-                    );
-                    None
-                }
-            }
-        }
-    };
+    let password =
+        super::check::secret(c, &s.smtp_password, &s.smtp_password_file, "smtp_password").flatten();
     if s.smtp_user.is_some() != password.is_some() {
         c.at(
             s.smtp_user.as_ref().map_or(sp(server), sp),

@@ -643,7 +643,7 @@ fn tls_mode(
 
 /// A secret given inline or as a file (read now; its content without one trailing
 /// newline). Both at once is a mistake.
-fn secret(
+pub(super) fn secret(
     c: &mut Collector<'_>,
     inline: &Option<S<String>>,
     file: &Option<S<String>>,

@@ -197,6 +197,38 @@ impl Service {
         }
     }
 
+    /// Finds `real` of the service named `name` among `services`, or says what
+    /// there is instead (for `directorctl drain`, `enable` and `check`).
+    pub fn find<'a>(
+        services: &'a [Service],
+        name: &str,
+        real: &str,
+    ) -> Result<(&'a Service, &'a RealServer), String> {
+        let Some(service) = services.iter().find(|s| s.name == name) else {
+            let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!(
+                "no service named `{name}` (services: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        };
+        let Some(found) = service.real(real) else {
+            let reals: Vec<String> = service
+                .reals
+                .iter()
+                .map(|r| r.address.to_string())
+                .collect();
+            return Err(format!(
+                "service `{name}` has no real server `{real}` (real servers: {})",
+                reals.join(", ")
+            ));
+        };
+        Ok((service, found))
+    }
+
     /// Its real server at `address`, or, given a bare IP, the only one there.
     pub fn real(&self, address: &str) -> Option<&RealServer> {
         if let Ok(a) = address.parse::<SocketAddr>() {

@@ -383,7 +383,9 @@ impl Driver {
                             epoch,
                         });
                         self.problems[medium] = None;
-                        self.event(now, Event::SocketUp { medium });
+                        // As in VRRP: timers count from the moment the medium can
+                        // hear the peer, not from when this check began.
+                        self.event(Instant::now(), Event::SocketUp { medium });
                     }
                     Err(e) => failed.push((medium, e)),
                 },
